@@ -1,0 +1,1 @@
+"""compress: a lab for compressing neural networks, measured for real."""

@@ -1,0 +1,114 @@
+"""The trained baseline, cached by a hash of everything that determines its weights.
+
+A later run with the same model, data, training recipe, seed and numerics reuses the
+file instead of training again. Files are written atomically and loaded with
+`weights_only=True`; a file that does not load is retrained, never a crash.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from compress.artifact import atomic_torch_save
+from compress.config import RuntimeConfig, TrainRecipe
+from compress.data import DataBundle
+from compress.progress import Progress
+from compress.train import EpochStats, fit
+
+log = logging.getLogger(__name__)
+
+FORMAT = "compress.baseline/1"
+
+
+def baseline_key(
+    model_config: Mapping[str, Any],
+    data: DataBundle,
+    recipe: TrainRecipe,
+    seed: int,
+    runtime: RuntimeConfig,
+    device: torch.device,
+) -> str:
+    """Hex digest of what determines the baseline's weights (data by its fingerprint)."""
+    identity = {
+        "format": FORMAT,
+        "model": dict(model_config),
+        "data": data.fingerprint,
+        "train": recipe.key(),
+        "seed": seed,
+        "device": device.type,
+        "amp": runtime.amp and device.type == "cuda",
+    }
+    blob = json.dumps(identity, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:24]
+
+
+@dataclass(frozen=True)
+class Baseline:
+    cached: bool
+    path: Path
+    history: list[EpochStats]
+    train_seconds: float
+
+
+def load_or_train(
+    model: nn.Module,
+    data: DataBundle,
+    recipe: TrainRecipe,
+    runtime: RuntimeConfig,
+    *,
+    seed: int,
+    key: str,
+    cache_dir: Path,
+    progress: Progress | None = None,
+) -> Baseline:
+    """Fill `model` with the baseline weights: from the cache, or by training and caching."""
+    path = cache_dir / f"{key}.pt"
+    cached = _load(path, model)
+    if cached is not None:
+        log.info("baseline: reusing %s", path)
+        return cached
+    started = time.perf_counter()
+    history = fit(model, data, recipe, runtime, seed=seed, label="baseline", progress=progress)
+    seconds = time.perf_counter() - started
+    atomic_torch_save(
+        {
+            "format": FORMAT,
+            "key": key,
+            "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+            "history": [dataclasses.asdict(h) for h in history],
+            "train_seconds": seconds,
+        },
+        path,
+    )
+    log.info("baseline: trained in %.1f s, cached at %s", seconds, path)
+    return Baseline(cached=False, path=path, history=history, train_seconds=seconds)
+
+
+def _load(path: Path, model: nn.Module) -> Baseline | None:
+    if not path.exists():
+        return None
+    # load_state_dict may copy some tensors before it fails: keep the fresh init to restore.
+    initial = {k: v.clone() for k, v in model.state_dict().items()}
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+        if payload.get("format") != FORMAT:
+            raise ValueError(f"format {payload.get('format')!r}")
+        model.load_state_dict(payload["state_dict"])
+        history = [EpochStats(**h) for h in payload["history"]]
+    except Exception as error:  # any unreadable file is retrained, not fatal
+        log.warning("baseline cache %s is unusable (%s); retraining", path, error)
+        path.unlink(missing_ok=True)
+        model.load_state_dict(initial)
+        return None
+    return Baseline(cached=True, path=path, history=history, train_seconds=payload["train_seconds"])

@@ -1,0 +1,201 @@
+"""Every figure we report, measured on the model as it really is.
+
+- params / nonzeros: parameter elements, and those that are not zero.
+- MACs: multiply-accumulates of conv and linear layers for one sample. `dense` is what
+  a dense kernel executes for this architecture; `nonzero` counts only products with a
+  nonzero weight (what a sparse kernel would execute). Other ops (norms, pooling,
+  activations) are not counted; they are a small share in these models.
+- latency: median wall time of a forward pass after warm-up, with a fixed thread count.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import statistics
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from compress.config import MeasureConfig
+from compress.data import DataBundle
+from compress.train import accuracy
+
+MAC_TYPES = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
+
+
+def count_params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def count_nonzero(model: nn.Module) -> int:
+    return sum(int(p.count_nonzero()) for p in model.parameters())
+
+
+@dataclass(frozen=True)
+class Macs:
+    dense: int
+    nonzero: int
+
+
+@torch.inference_mode()
+def count_macs(model: nn.Module, input_shape: tuple[int, ...]) -> Macs:
+    """MACs of one sample through `model`, from the output shapes seen in a real forward."""
+    dense = nonzero = 0
+
+    def hook(module: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
+        nonlocal dense, nonzero
+        weight = module.weight
+        out_channels = weight.shape[0]
+        # Output positions per output channel (spatial size for convs, leading dims for linear).
+        positions = output[0].numel() // out_channels
+        per_channel_nonzero = (weight.reshape(out_channels, -1) != 0).sum(1)
+        dense += positions * weight.numel()
+        nonzero += positions * int(per_channel_nonzero.sum())
+
+    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, MAC_TYPES)]
+    was_training = model.training
+    device = next(model.parameters()).device
+    try:
+        model.eval()
+        model(torch.zeros((1, *input_shape), device=device))
+    finally:
+        model.train(was_training)
+        for handle in handles:
+            handle.remove()
+    return Macs(dense=dense, nonzero=nonzero)
+
+
+@contextlib.contextmanager
+def torch_threads(threads: int) -> Iterator[None]:
+    """Run the block with exactly `threads` intra-op threads, then restore the old count."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+@torch.inference_mode()
+def latency_ms(
+    model: nn.Module,
+    input_shape: tuple[int, ...],
+    batch_size: int,
+    settings: MeasureConfig,
+    device: torch.device | str = "cpu",
+) -> float:
+    """Median milliseconds of one forward pass of a `batch_size` batch.
+
+    Repeats stop at `settings.repeats` or once `settings.max_seconds` have been spent
+    (at least three repeats), so large models still finish in bounded time.
+    """
+    device = torch.device(device)
+    x = torch.randn((batch_size, *input_shape), generator=torch.Generator().manual_seed(0))
+    x = x.to(device)
+    was_training = model.training
+    model.eval()
+    times: list[float] = []
+    try:
+        with torch_threads(settings.threads):
+            for _ in range(settings.warmup):
+                model(x)
+            _sync(device)
+            budget_end = time.perf_counter() + settings.max_seconds
+            while len(times) < settings.repeats:
+                start = time.perf_counter()
+                model(x)
+                _sync(device)
+                times.append(time.perf_counter() - start)
+                if len(times) >= 3 and time.perf_counter() > budget_end:
+                    break
+    finally:
+        model.train(was_training)
+    return 1000 * statistics.median(times)
+
+
+@dataclass(frozen=True)
+class Footprint:
+    """The static figures of a model: parameters, nonzeros and MACs."""
+
+    params: int
+    nonzeros: int
+    macs: Macs
+
+    @classmethod
+    def of(cls, model: nn.Module, input_shape: tuple[int, ...]) -> Footprint:
+        return cls(count_params(model), count_nonzero(model), count_macs(model, input_shape))
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """Everything measured on one model: accuracy, size, work and time."""
+
+    acc: float
+    params: int
+    nonzeros: int
+    macs: int
+    macs_nonzero: int
+    bytes: int
+    latency_ms: dict[int, float]
+
+
+def measure_model(
+    model: nn.Module,
+    data: DataBundle,
+    artifact_bytes: int,
+    settings: MeasureConfig,
+    device: torch.device | str = "cpu",
+) -> Measurement:
+    """Measure `model` (already on `device`) whose saved artifact takes `artifact_bytes`."""
+    footprint = Footprint.of(model, data.input_shape)
+    return Measurement(
+        acc=accuracy(model, data.test, settings.eval_batch_size),
+        params=footprint.params,
+        nonzeros=footprint.nonzeros,
+        macs=footprint.macs.dense,
+        macs_nonzero=footprint.macs.nonzero,
+        bytes=artifact_bytes,
+        latency_ms={
+            b: latency_ms(model, data.input_shape, b, settings, device)
+            for b in settings.batch_sizes
+        },
+    )
+
+
+def compare(base: Measurement, ours: Measurement) -> dict[str, float]:
+    """The metrics we log, ratios named by their axis (dense figure / compressed figure).
+
+    `speedup/latency` is taken at the largest measured batch size; each batch size also
+    has its own `speedup/latency/b<N>`.
+    """
+    metrics: dict[str, float] = {
+        "baseline/acc": base.acc,
+        "acc": ours.acc,
+        "acc_drop": base.acc - ours.acc,
+        "baseline/params": base.params,
+        "params": ours.params,
+        "nonzeros": ours.nonzeros,
+        "baseline/macs": base.macs,
+        "macs": ours.macs,
+        "macs/nonzero": ours.macs_nonzero,
+        "baseline/bytes": base.bytes,
+        "bytes": ours.bytes,
+        "ratio/params": base.params / max(ours.nonzeros, 1),
+        "ratio/size": base.bytes / ours.bytes,
+        "ratio/macs": base.macs / max(ours.macs_nonzero, 1),
+    }
+    for batch, ms in ours.latency_ms.items():
+        metrics[f"baseline/latency_ms/b{batch}"] = base.latency_ms[batch]
+        metrics[f"latency_ms/b{batch}"] = ms
+        metrics[f"speedup/latency/b{batch}"] = base.latency_ms[batch] / ms
+    largest = max(ours.latency_ms)
+    metrics["speedup/latency"] = metrics[f"speedup/latency/b{largest}"]
+    return metrics

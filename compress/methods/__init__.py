@@ -1,0 +1,20 @@
+"""Compression methods. Importing this package registers every built-in method."""
+
+from compress.methods import none, prune  # noqa: F401  (registration side effects)
+from compress.methods.base import (
+    MethodConfig,
+    Stage,
+    apply_method,
+    method_names,
+    parse_method,
+    register_method,
+)
+
+__all__ = [
+    "MethodConfig",
+    "Stage",
+    "apply_method",
+    "method_names",
+    "parse_method",
+    "register_method",
+]

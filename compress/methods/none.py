@@ -1,0 +1,31 @@
+"""`method=none`: the baseline alone, measured like any compressed model."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from torch import nn
+
+from compress.methods.base import MethodConfig, register_method
+
+
+@dataclass(frozen=True)
+class NoCompression(MethodConfig):
+    name = "none"
+    finetunes = False
+
+
+class _Identity:
+    def after_step(self) -> None:
+        pass
+
+    def finalize(self, model: nn.Module) -> nn.Module:
+        return model
+
+    def summary(self) -> dict[str, float]:
+        return {}
+
+
+@register_method(NoCompression)
+def keep_baseline(model: nn.Module, config: NoCompression) -> _Identity:
+    return _Identity()

@@ -1,0 +1,222 @@
+"""The one path an experiment takes: data, baseline, compress, fine-tune, finalize, measure, log.
+
+`run` takes a plain, resolved config (a dict, as Hydra composes it) and works without
+Hydra. Everything that can be checked is checked before the MLflow run opens, so bad
+input costs one line and leaves no run behind.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+from compress.artifact import load_artifact, save_artifact
+from compress.baseline import baseline_key, load_or_train
+from compress.config import (
+    MeasureConfig,
+    RuntimeConfig,
+    TrackingConfig,
+    TrainRecipe,
+    from_mapping,
+    require,
+)
+from compress.data import load_dataset
+from compress.measure import Measurement, compare, measure_model
+from compress.methods import MethodConfig, apply_method, parse_method
+from compress.models import build_model
+from compress.progress import Progress
+from compress.tracking import Run, flatten
+from compress.train import EpochStats, fit
+
+log = logging.getLogger(__name__)
+
+SCHEDULES = ("oneshot",)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The validated experiment: every section typed and checked."""
+
+    seed: int
+    model: dict[str, Any]
+    dataset: dict[str, Any]
+    method: MethodConfig
+    schedule: str
+    train: TrainRecipe
+    finetune: TrainRecipe
+    runtime: RuntimeConfig
+    measure: MeasureConfig
+    tracking: TrackingConfig
+    outputs: Path
+    run_dir: Path
+
+    @classmethod
+    def from_config(cls, cfg: Mapping[str, Any]) -> Plan:
+        for section in ("model", "dataset", "method", "schedule", "paths"):
+            require(section in cfg, f"config has no '{section}' section")
+        schedule = dict(cfg["schedule"])
+        name = schedule.get("name")
+        require(
+            name in SCHEDULES,
+            f"unknown schedule '{name}'; choose one of: {', '.join(SCHEDULES)}",
+        )
+        paths = {k: Path(v) for k, v in cfg["paths"].items()}
+        for key in ("outputs", "run_dir"):
+            require(key in paths, f"paths.{key} is required")
+            require(paths[key].is_absolute(), f"paths.{key} must be absolute, got {paths[key]}")
+        return cls(
+            seed=int(cfg.get("seed", 0)),
+            model=dict(cfg["model"]),
+            dataset=dict(cfg["dataset"]),
+            method=parse_method(cfg["method"]),
+            schedule=name,
+            train=TrainRecipe.parse(schedule.get("train"), "schedule.train"),
+            finetune=TrainRecipe.parse(schedule.get("finetune"), "schedule.finetune"),
+            runtime=from_mapping(RuntimeConfig, cfg.get("runtime"), "runtime"),
+            measure=from_mapping(MeasureConfig, cfg.get("measure"), "measure"),
+            tracking=from_mapping(TrackingConfig, cfg.get("tracking"), "tracking"),
+            outputs=paths["outputs"],
+            run_dir=paths["run_dir"],
+        )
+
+    def tags(self) -> dict[str, str]:
+        return {
+            "model": str(self.model.get("name")),
+            "dataset": str(self.dataset.get("name")),
+            "method": self.method.name,
+            "schedule": self.schedule,
+        }
+
+
+@dataclass(frozen=True)
+class Result:
+    metrics: dict[str, float]
+    baseline: Measurement
+    compressed: Measurement
+    artifact: Path
+    run_dir: Path
+    tracking: str
+    baseline_cached: bool
+
+
+def select_device(runtime: RuntimeConfig) -> torch.device:
+    if runtime.device != "auto":
+        return torch.device(runtime.device)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def run(cfg: Mapping[str, Any], *, tags: Mapping[str, str] | None = None) -> Result:
+    """Run one experiment described by the resolved config `cfg`; return what was measured."""
+    plan = Plan.from_config(cfg)
+    device = select_device(plan.runtime)
+    if plan.runtime.threads:
+        torch.set_num_threads(plan.runtime.threads)
+    data = load_dataset(plan.dataset, device)
+    torch.manual_seed(plan.seed)
+    model = build_model(plan.model, data.input_shape, data.num_classes)
+    # Dry run of the method on a throwaway copy: its config errors surface before training.
+    apply_method(copy.deepcopy(model), plan.method)
+    model = model.to(device)
+    if plan.runtime.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+
+    plan.run_dir.mkdir(parents=True, exist_ok=True)
+    with (
+        Progress(enabled=plan.runtime.progress) as progress,
+        Run(plan.tracking, {**plan.tags(), **(tags or {})}) as run,
+    ):
+        run.log_params(flatten(cfg))
+        run.set_tags({"data.fingerprint": data.fingerprint, "device": device.type})
+        config_path = plan.run_dir / "config.yaml"
+        config_path.write_text(yaml.safe_dump(dict(cfg), sort_keys=False))
+        run.log_artifact(config_path)
+
+        key = baseline_key(plan.model, data, plan.train, plan.seed, plan.runtime, device)
+        baseline = load_or_train(
+            model,
+            data,
+            plan.train,
+            plan.runtime,
+            seed=plan.seed,
+            key=key,
+            cache_dir=plan.outputs / "cache" / "baselines",
+            progress=progress,
+        )
+        run.set_tags({"baseline.cached": str(baseline.cached).lower(), "baseline.key": key})
+
+        def saved(model: torch.nn.Module, name: str) -> tuple[Path, int]:
+            path = plan.run_dir / name
+            size = save_artifact(
+                model,
+                path,
+                model_config=plan.model,
+                input_shape=data.input_shape,
+                num_classes=data.num_classes,
+            )
+            return path, size
+
+        _, baseline_bytes = saved(model, "baseline.pt")
+        base = measure_model(model, data, baseline_bytes, plan.measure, device)
+
+        compressed = copy.deepcopy(model)
+        stage = apply_method(compressed, plan.method)
+        finetune: list[EpochStats] = []
+        if plan.method.finetunes and plan.finetune.epochs > 0:
+            finetune = fit(
+                compressed,
+                data,
+                plan.finetune,
+                plan.runtime,
+                seed=plan.seed + 1,
+                label="finetune",
+                after_step=stage.after_step,
+                progress=progress,
+            )
+        compressed = stage.finalize(compressed)
+        artifact, artifact_bytes = saved(compressed, "model.pt")
+        # Measure what the user gets: the artifact loaded back, not the object in memory.
+        returned = load_artifact(artifact).to(device)
+        result = measure_model(returned, data, artifact_bytes, plan.measure, device)
+
+        metrics = {**compare(base, result), **stage.summary()}
+        run.log_histories(
+            _histories(baseline.history, "baseline") | _histories(finetune, "finetune")
+        )
+        run.log_metrics(metrics)
+        summary_path = plan.run_dir / "summary.json"
+        summary = {
+            "metrics": metrics,
+            "baseline": dataclasses.asdict(base),
+            "compressed": dataclasses.asdict(result),
+            "tags": {**plan.tags(), **(tags or {})},
+            "baseline_cached": baseline.cached,
+            "artifact": str(artifact),
+        }
+        summary_path.write_text(json.dumps(summary, indent=2))
+        run.log_artifact(summary_path)
+        run.log_artifact(artifact, "model")
+        return Result(
+            metrics=metrics,
+            baseline=base,
+            compressed=result,
+            artifact=artifact,
+            run_dir=plan.run_dir,
+            tracking=run.describe(),
+            baseline_cached=baseline.cached,
+        )
+
+
+def _histories(history: list[EpochStats], phase: str) -> dict[str, list[tuple[int, float]]]:
+    return {
+        f"{phase}/{name}": [(h.epoch, getattr(h, name)) for h in history]
+        for name in ("loss", "train_acc", "val_acc", "lr")
+    }

@@ -1,0 +1,66 @@
+"""The table printed at the end of a run: baseline against compressed, ratios by axis."""
+
+from __future__ import annotations
+
+from rich.console import Console
+from rich.table import Table
+
+from compress.pipeline import Result
+
+
+def _count(n: float) -> str:
+    return f"{n:,.0f}"
+
+
+def _bytes(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:,.0f} {unit}" if unit == "B" else f"{n:,.1f} {unit}"
+        n /= 1024
+    return f"{n}"
+
+
+def summary_table(result: Result) -> Table:
+    m, base, ours = result.metrics, result.baseline, result.compressed
+    table = Table(title="compress: baseline vs compressed (the saved artifact, reloaded)")
+    for column in ("", "baseline", "compressed", "ratio"):
+        table.add_column(column, justify="right" if column else "left")
+    table.add_row(
+        "top-1 accuracy",
+        f"{base.acc:.2%}",
+        f"{ours.acc:.2%}",
+        f"drop {100 * m['acc_drop']:+.2f} pt",
+    )
+    table.add_row("params", _count(base.params), _count(ours.params), "")
+    table.add_row(
+        "nonzero params", _count(base.nonzeros), _count(ours.nonzeros), f"{m['ratio/params']:.2f}x"
+    )
+    table.add_row("MACs (dense kernels)", _count(base.macs), _count(ours.macs), "")
+    table.add_row(
+        "MACs (nonzero weights)",
+        _count(base.macs_nonzero),
+        _count(ours.macs_nonzero),
+        f"{m['ratio/macs']:.2f}x",
+    )
+    table.add_row(
+        "artifact bytes", _bytes(base.bytes), _bytes(ours.bytes), f"{m['ratio/size']:.2f}x"
+    )
+    for batch, ms in ours.latency_ms.items():
+        table.add_row(
+            f"latency, batch {batch}",
+            f"{base.latency_ms[batch]:.3f} ms",
+            f"{ms:.3f} ms",
+            f"{m[f'speedup/latency/b{batch}']:.2f}x",
+        )
+    return table
+
+
+def print_summary(result: Result, console: Console | None = None) -> None:
+    console = console or Console()
+    console.print(summary_table(result))
+    if "sparsity" in result.metrics:
+        console.print(f"sparsity reached: {result.metrics['sparsity']:.2%}")
+    cache = "reused from cache" if result.baseline_cached else "trained and cached"
+    console.print(f"baseline: {cache}")
+    console.print(f"artifact: {result.artifact}")
+    console.print(f"tracking: {result.tracking}")

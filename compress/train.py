@@ -1,0 +1,174 @@
+"""Training and evaluation on device-resident tensors: batches are index slices."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from compress.config import RuntimeConfig, TrainRecipe
+from compress.data import DataBundle, Split
+from compress.errors import TrainingDivergedError
+from compress.progress import Progress
+
+log = logging.getLogger(__name__)
+
+#: How often (in steps) the running loss is read back: a device sync, a NaN check and
+#: a progress-bar update.
+CHECK_EVERY = 25
+
+
+@dataclass(frozen=True)
+class EpochStats:
+    epoch: int
+    loss: float
+    train_acc: float
+    val_acc: float
+    lr: float
+    seconds: float
+
+
+def make_optimizer(model: nn.Module, recipe: TrainRecipe) -> torch.optim.Optimizer:
+    params = [p for p in model.parameters() if p.requires_grad]
+    if recipe.optimizer == "sgd":
+        return torch.optim.SGD(
+            params,
+            lr=recipe.lr,
+            momentum=recipe.momentum,
+            nesterov=recipe.nesterov and recipe.momentum > 0,
+            weight_decay=recipe.weight_decay,
+        )
+    kind = torch.optim.Adam if recipe.optimizer == "adam" else torch.optim.AdamW
+    return kind(params, lr=recipe.lr, weight_decay=recipe.weight_decay)
+
+
+def lr_factor(recipe: TrainRecipe, epoch: int) -> float:
+    """Multiplier of the base learning rate during `epoch` (0-based)."""
+    if recipe.lr_schedule == "cosine":
+        return 0.5 * (1 + math.cos(math.pi * epoch / max(recipe.epochs, 1)))
+    if recipe.lr_schedule == "step":
+        return recipe.gamma ** (epoch // recipe.step_epochs)
+    return 1.0
+
+
+def autocast(runtime: RuntimeConfig, device: torch.device) -> contextlib.AbstractContextManager:
+    if runtime.amp and device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def batches(n: int, batch_size: int, generator: torch.Generator | None) -> Iterator[torch.Tensor]:
+    """Index slices over `n` samples, shuffled when a generator is given."""
+    order = torch.randperm(n, generator=generator) if generator is not None else torch.arange(n)
+    for start in range(0, n, batch_size):
+        yield order[start : start + batch_size]
+
+
+def prepare_inputs(x: torch.Tensor, runtime: RuntimeConfig) -> torch.Tensor:
+    if runtime.channels_last and x.dim() == 4:
+        return x.contiguous(memory_format=torch.channels_last)
+    return x
+
+
+@torch.inference_mode()
+def predict(model: nn.Module, x: torch.Tensor, batch_size: int = 1024) -> torch.Tensor:
+    """Logits for every row of `x`, in eval mode; the model's train/eval mode is restored."""
+    was_training = model.training
+    model.eval()
+    try:
+        return torch.cat([model(x[idx]) for idx in batches(len(x), batch_size, None)])
+    finally:
+        model.train(was_training)
+
+
+def accuracy(model: nn.Module, split: Split, batch_size: int = 1024) -> float:
+    """Top-1 accuracy of `model` on `split`, in [0, 1]."""
+    if len(split.y) == 0:
+        return float("nan")
+    correct = predict(model, split.x, batch_size).argmax(1).eq(split.y).sum()
+    return correct.item() / len(split.y)
+
+
+def fit(
+    model: nn.Module,
+    data: DataBundle,
+    recipe: TrainRecipe,
+    runtime: RuntimeConfig,
+    *,
+    seed: int,
+    label: str,
+    after_step: Callable[[], None] | None = None,
+    progress: Progress | None = None,
+) -> list[EpochStats]:
+    """Train `model` in place on `data.train` with `recipe`; return per-epoch statistics.
+
+    Seeded from `seed` alone (shuffling and dropout), so the same call gives the same
+    weights whatever ran before it in the process.
+    """
+    torch.manual_seed(seed)
+    shuffle = torch.Generator().manual_seed(seed)
+    device = data.train.x.device
+    step_model = torch.compile(model) if runtime.compile else model
+    optimizer = make_optimizer(model, recipe)
+    loss_fn = nn.CrossEntropyLoss(label_smoothing=recipe.label_smoothing)
+    x_all, y_all = prepare_inputs(data.train.x, runtime), data.train.y
+    n = len(y_all)
+    history: list[EpochStats] = []
+    task = progress.start(label, recipe.epochs, n) if progress else None
+    model.train()
+    for epoch in range(recipe.epochs):
+        started = time.perf_counter()
+        lr = recipe.lr * lr_factor(recipe, epoch)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        loss_sum = torch.zeros((), device=device)
+        correct = torch.zeros((), device=device, dtype=torch.long)
+        for step, idx in enumerate(batches(n, recipe.batch_size, shuffle), start=1):
+            x, y = x_all[idx], y_all[idx]
+            with autocast(runtime, device):
+                logits = step_model(x)
+                loss = loss_fn(logits, y)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            if after_step is not None:
+                after_step()
+            loss_sum += loss.detach() * len(idx)
+            correct += logits.detach().argmax(1).eq(y).sum()
+            if step % CHECK_EVERY == 0:
+                seen = min(step * recipe.batch_size, n)
+                running = _finite_loss(loss_sum, seen, label, epoch)
+                if progress:
+                    progress.advance(task, seen, running)
+        mean_loss = _finite_loss(loss_sum, n, label, epoch)
+        stats = EpochStats(
+            epoch=epoch,
+            loss=mean_loss,
+            train_acc=correct.item() / n,
+            val_acc=accuracy(model, data.val),
+            lr=lr,
+            seconds=time.perf_counter() - started,
+        )
+        history.append(stats)
+        if progress:
+            progress.end_epoch(task, stats.loss, stats.val_acc)
+        log.debug("%s epoch %d: %s", label, epoch + 1, stats)
+    if progress and task is not None:
+        progress.finish(task)
+    return history
+
+
+def _finite_loss(loss_sum: torch.Tensor, count: int, label: str, epoch: int) -> float:
+    value = loss_sum.item() / max(count, 1)
+    if not math.isfinite(value):
+        raise TrainingDivergedError(
+            f"{label}: loss became {value} in epoch {epoch + 1}; "
+            "lower the learning rate or check the data"
+        )
+    return value
