@@ -6,7 +6,7 @@ class CompressError(Exception):
 
 
 class ConfigError(CompressError):
-    """A config value that cannot work (unknown name, out-of-range number, shapes that do not fit)."""
+    """A config value that cannot work: unknown name, out-of-range number, mismatched shapes."""
 
 
 class DatasetMissingError(CompressError):
