@@ -132,13 +132,23 @@ def encodings(path: Path) -> dict[str, str]:
     return {name: e["encoding"] for name, e in payload["tensors"].items()}
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def atomic_torch_save(obj: Any, path: Path) -> None:
-    """`torch.save` to a temporary file in the same folder, then rename: never half a file."""
+    """`torch.save` to a temporary file in the same folder, then rename: never half a file.
+
+    The file gets the permissions a plain write would (mkstemp alone makes it 0600).
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
             torch.save(obj, f)
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

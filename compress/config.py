@@ -7,6 +7,8 @@ known to be usable, so bad input fails in one line before any training starts.
 from __future__ import annotations
 
 import dataclasses
+import types
+import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Self, TypeVar
@@ -20,7 +22,7 @@ T = TypeVar("T")
 
 
 def from_mapping(cls: type[T], values: Mapping[str, Any] | None, where: str) -> T:
-    """Build dataclass `cls` from `values`, naming unknown keys instead of raising a TypeError."""
+    """Build dataclass `cls` from `values`; unknown keys and wrong types are ConfigErrors."""
     values = dict(values or {})
     known = {f.name for f in dataclasses.fields(cls) if f.init}  # type: ignore[arg-type]
     unknown = sorted(set(values) - known)
@@ -28,7 +30,43 @@ def from_mapping(cls: type[T], values: Mapping[str, Any] | None, where: str) -> 
         raise ConfigError(
             f"{where}: unknown option(s) {', '.join(unknown)}; valid: {', '.join(sorted(known))}"
         )
+    hints = typing.get_type_hints(cls)
+    for name, value in values.items():
+        if not matches(value, hints[name]):
+            raise ConfigError(f"{where}.{name} must be {describe(hints[name])}, got {value!r}")
     return cls(**values)
+
+
+def matches(value: Any, hint: Any) -> bool:
+    """Whether a config value fits a field annotation (bool is not a number here)."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        return any(matches(value, arg) for arg in args)
+    if hint is type(None):
+        return value is None
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint in (int, float):
+        return (
+            isinstance(value, int | float)
+            and not isinstance(value, bool)
+            and (hint is float or isinstance(value, int))
+        )
+    if origin in (tuple, list):
+        return isinstance(value, list | tuple) and all(matches(v, args[0]) for v in value)
+    return hint is Any or not isinstance(hint, type) or isinstance(value, hint)
+
+
+def describe(hint: Any) -> str:
+    """`int | None` -> 'an int or null', for error messages."""
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        return " or ".join(describe(arg) for arg in typing.get_args(hint))
+    if hint is type(None):
+        return "null"
+    if typing.get_origin(hint) in (tuple, list):
+        return f"a list of {describe(typing.get_args(hint)[0]).split(' ', 1)[-1]}s"
+    names = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
+    return names.get(hint, getattr(hint, "__name__", str(hint)))
 
 
 def require(condition: bool, message: str) -> None:

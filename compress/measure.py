@@ -21,6 +21,7 @@ from torch import nn
 
 from compress.config import MeasureConfig
 from compress.data import DataBundle
+from compress.modes import eval_mode
 from compress.train import accuracy
 
 MAC_TYPES = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
@@ -56,13 +57,11 @@ def count_macs(model: nn.Module, input_shape: tuple[int, ...]) -> Macs:
         nonzero += positions * int(per_channel_nonzero.sum())
 
     handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, MAC_TYPES)]
-    was_training = model.training
     device = next(model.parameters()).device
     try:
-        model.eval()
-        model(torch.zeros((1, *input_shape), device=device))
+        with eval_mode(model):
+            model(torch.zeros((1, *input_shape), device=device))
     finally:
-        model.train(was_training)
         for handle in handles:
             handle.remove()
     return Macs(dense=dense, nonzero=nonzero)
@@ -100,24 +99,19 @@ def latency_ms(
     device = torch.device(device)
     x = torch.randn((batch_size, *input_shape), generator=torch.Generator().manual_seed(0))
     x = x.to(device)
-    was_training = model.training
-    model.eval()
     times: list[float] = []
-    try:
-        with torch_threads(settings.threads):
-            for _ in range(settings.warmup):
-                model(x)
+    with eval_mode(model), torch_threads(settings.threads):
+        for _ in range(settings.warmup):
+            model(x)
+        _sync(device)
+        budget_end = time.perf_counter() + settings.max_seconds
+        while len(times) < settings.repeats:
+            start = time.perf_counter()
+            model(x)
             _sync(device)
-            budget_end = time.perf_counter() + settings.max_seconds
-            while len(times) < settings.repeats:
-                start = time.perf_counter()
-                model(x)
-                _sync(device)
-                times.append(time.perf_counter() - start)
-                if len(times) >= 3 and time.perf_counter() > budget_end:
-                    break
-    finally:
-        model.train(was_training)
+            times.append(time.perf_counter() - start)
+            if len(times) >= 3 and time.perf_counter() > budget_end:
+                break
     return 1000 * statistics.median(times)
 
 

@@ -105,6 +105,7 @@ class Result:
     artifact: Path
     run_dir: Path
     tracking: str
+    tracking_uri: str | None
     baseline_cached: bool
 
 
@@ -211,6 +212,7 @@ def run(cfg: Mapping[str, Any], *, tags: Mapping[str, str] | None = None) -> Res
             artifact=artifact,
             run_dir=plan.run_dir,
             tracking=run.describe(),
+            tracking_uri=plan.tracking.uri if plan.tracking.enabled else None,
             baseline_cached=baseline.cached,
         )
 

@@ -62,5 +62,11 @@ def print_summary(result: Result, console: Console | None = None) -> None:
         console.print(f"sparsity reached: {result.metrics['sparsity']:.2%}")
     cache = "reused from cache" if result.baseline_cached else "trained and cached"
     console.print(f"baseline: {cache}")
-    console.print(f"artifact: {result.artifact}")
-    console.print(f"tracking: {result.tracking}")
+    # Paths and commands stay on one line so they can be copied.
+    console.print(f"artifact: {result.artifact}", soft_wrap=True)
+    console.print(f"tracking: {result.tracking}", soft_wrap=True)
+    if result.tracking_uri and result.tracking_uri.startswith("sqlite:"):
+        console.print(
+            f"open the UI: uv run mlflow ui --backend-store-uri {result.tracking_uri}",
+            soft_wrap=True,
+        )

@@ -1,26 +1,32 @@
 """One MLflow run per job: params once, metrics and their histories, artifacts, status.
 
 The run ends FINISHED only when the job succeeds; any exception ends it FAILED with the
-error as a tag and the traceback as an artifact. mlflow is imported on first use.
+error as a tag and the traceback as an artifact. The MLflow client itself lives in a
+worker process (`compress.tracking_worker`), started early by `warm_up` so that its
+slow import overlaps the job's own start-up.
 """
 
 from __future__ import annotations
 
+import atexit
 import json
 import logging
+import subprocess
+import sys
 import tempfile
 import time
 import traceback
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import IO, Any, TypeVar
 
 from compress.config import TrackingConfig
 
 log = logging.getLogger(__name__)
 
 _PARAM_LIMIT = 6000  # MLflow's limit on one param value
+_BATCH = {"params": 100, "metrics": 1000}  # MLflow's limits per log_batch request
 
 T = TypeVar("T")
 
@@ -44,6 +50,85 @@ def _chunks(items: list[T], size: int) -> Iterator[list[T]]:
         yield items[start : start + size]
 
 
+class TrackingError(RuntimeError):
+    """The MLflow worker refused a call or stopped."""
+
+
+class Worker:
+    """A `compress.tracking_worker` process bound to one tracking URI."""
+
+    def __init__(self, uri: str) -> None:
+        self.uri = uri
+        # Lives as long as the worker (closed in `close`); read back only to explain a crash.
+        self._stderr: IO[bytes] = tempfile.TemporaryFile()  # noqa: SIM115
+        self._process = subprocess.Popen(
+            [sys.executable, "-m", "compress.tracking_worker", uri],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self._stderr,
+            text=True,
+            bufsize=1,
+        )
+
+    @property
+    def alive(self) -> bool:
+        return self._process.poll() is None
+
+    def call(self, op: str, **args: Any) -> Any:
+        try:
+            self._process.stdin.write(json.dumps({"op": op, "args": args}) + "\n")
+            self._process.stdin.flush()
+            line = self._process.stdout.readline()
+        except (BrokenPipeError, OSError):
+            line = ""
+        if not line:
+            raise TrackingError(f"the MLflow worker for {self.uri} stopped: {self._last_error()}")
+        reply = json.loads(line)
+        if not reply["ok"]:
+            raise TrackingError(f"mlflow {op}: {reply['error']}")
+        return reply["result"]
+
+    def _last_error(self) -> str:
+        self._stderr.seek(0)
+        lines = self._stderr.read().decode(errors="replace").strip().splitlines()
+        return lines[-1] if lines else f"exit code {self._process.poll()}"
+
+    def close(self) -> None:
+        """End the worker: it marks any run left open KILLED and exits."""
+        if self._process.stdin and not self._process.stdin.closed:
+            self._process.stdin.close()
+        try:
+            self._process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            self._process.kill()
+        self._stderr.close()
+
+
+_worker: Worker | None = None
+
+
+def worker_for(uri: str) -> Worker:
+    """The worker for `uri`, started on first use and reused by later jobs in the process."""
+    global _worker
+    if _worker is None or _worker.uri != uri or not _worker.alive:
+        if _worker is not None:
+            _worker.close()
+        _worker = Worker(uri)
+    return _worker
+
+
+@atexit.register
+def _close_worker() -> None:
+    if _worker is not None:
+        _worker.close()
+
+
+def warm_up(tracking: Mapping[str, Any] | None) -> None:
+    """Start the MLflow worker now (before torch is imported) if tracking is enabled."""
+    if tracking and tracking.get("enabled", True) and tracking.get("uri"):
+        worker_for(str(tracking["uri"]))
+
+
 class Run:
     """An open MLflow run (or a no-op stand-in when tracking is disabled)."""
 
@@ -52,19 +137,25 @@ class Run:
         self.tags = dict(tags)
         self.run_id: str | None = None
         self.experiment_id: str | None = None
-        self._client: Any = None
+        self._worker: Worker | None = None
 
     def __enter__(self) -> Run:
         if not self.config.enabled:
             return self
-        from mlflow import MlflowClient
-
-        self._client = MlflowClient(tracking_uri=self.config.uri)
-        self.experiment_id = self._experiment_id()
-        run = self._client.create_run(
-            self.experiment_id, run_name=self.config.run_name, tags=self.tags
+        worker = worker_for(self.config.uri)
+        location = self.config.artifact_location
+        self.experiment_id = worker.call(
+            "experiment",
+            name=self.config.experiment,
+            artifact_location=Path(location).as_uri() if location else None,
         )
-        self.run_id = run.info.run_id
+        self.run_id = worker.call(
+            "create_run",
+            experiment_id=self.experiment_id,
+            run_name=self.config.run_name,
+            tags=self.tags,
+        )
+        self._worker = worker
         log.info("mlflow: run %s in experiment '%s'", self.run_id, self.config.experiment)
         return self
 
@@ -74,10 +165,10 @@ class Run:
         error: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        if self._client is None:
+        if self._worker is None:
             return
         if error is None:
-            self._client.set_terminated(self.run_id, status="FINISHED")
+            self._worker.call("set_terminated", run_id=self.run_id, status="FINISHED")
             return
         try:
             self.set_tags({"error": f"{type(error).__name__}: {error}"[:5000]})
@@ -86,68 +177,41 @@ class Run:
                 path.write_text("".join(traceback.format_exception(exc_type, error, tb)))
                 self.log_artifact(path)
         finally:
-            self._client.set_terminated(self.run_id, status="FAILED")
-
-    def _experiment_id(self) -> str:
-        from mlflow.exceptions import MlflowException
-
-        name = self.config.experiment
-        experiment = self._client.get_experiment_by_name(name)
-        if experiment is not None:
-            return experiment.experiment_id
-        location = self.config.artifact_location
-        try:
-            return self._client.create_experiment(
-                name, artifact_location=Path(location).as_uri() if location else None
-            )
-        except MlflowException:  # created meanwhile by a concurrent job
-            return self._client.get_experiment_by_name(name).experiment_id
-
-    @property
-    def active(self) -> bool:
-        return self._client is not None
+            self._worker.call("set_terminated", run_id=self.run_id, status="FAILED")
 
     def log_params(self, params: Mapping[str, Any]) -> None:
-        if not self.active:
-            return
-        from mlflow.entities import Param
-
-        entries = [Param(k, str(v)[:_PARAM_LIMIT]) for k, v in params.items()]
-        for chunk in _chunks(entries, 100):
-            self._client.log_batch(self.run_id, params=chunk)
+        entries = [[k, str(v)[:_PARAM_LIMIT]] for k, v in params.items()]
+        for chunk in _chunks(entries, _BATCH["params"]):
+            self._log_batch(params=chunk)
 
     def set_tags(self, tags: Mapping[str, str]) -> None:
-        if not self.active:
-            return
-        from mlflow.entities import RunTag
-
-        self._client.log_batch(self.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+        self._log_batch(tags=[[k, str(v)] for k, v in tags.items()])
 
     def log_metrics(self, metrics: Mapping[str, float], step: int = 0) -> None:
         self.log_histories({name: [(step, value)] for name, value in metrics.items()})
 
     def log_histories(self, histories: Mapping[str, Iterable[tuple[int, float]]]) -> None:
         """Log each metric's (step, value) points in as few requests as the limits allow."""
-        if not self.active:
-            return
-        from mlflow.entities import Metric
-
         now = int(time.time() * 1000)
         entries = [
-            Metric(name, float(value), now, step)
+            [name, float(value), now, step]
             for name, points in histories.items()
             for step, value in points
         ]
-        for chunk in _chunks(entries, 1000):
-            self._client.log_batch(self.run_id, metrics=chunk)
+        for chunk in _chunks(entries, _BATCH["metrics"]):
+            self._log_batch(metrics=chunk)
 
     def log_artifact(self, path: Path, folder: str | None = None) -> None:
-        if self.active:
-            self._client.log_artifact(self.run_id, str(path), folder)
+        if self._worker is not None:
+            self._worker.call("log_artifact", run_id=self.run_id, path=str(path), folder=folder)
+
+    def _log_batch(self, **entries: list[list[Any]]) -> None:
+        if self._worker is not None:
+            self._worker.call("log_batch", run_id=self.run_id, **entries)
 
     def describe(self) -> str:
         """Where to find this run, for the summary printed at the end."""
-        if not self.active:
+        if self._worker is None:
             return "tracking disabled"
         return (
             f"mlflow run {self.run_id} (experiment '{self.config.experiment}', "

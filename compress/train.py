@@ -15,6 +15,7 @@ from torch import nn
 from compress.config import RuntimeConfig, TrainRecipe
 from compress.data import DataBundle, Split
 from compress.errors import TrainingDivergedError
+from compress.modes import eval_mode
 from compress.progress import Progress
 
 log = logging.getLogger(__name__)
@@ -78,13 +79,9 @@ def prepare_inputs(x: torch.Tensor, runtime: RuntimeConfig) -> torch.Tensor:
 
 @torch.inference_mode()
 def predict(model: nn.Module, x: torch.Tensor, batch_size: int = 1024) -> torch.Tensor:
-    """Logits for every row of `x`, in eval mode; the model's train/eval mode is restored."""
-    was_training = model.training
-    model.eval()
-    try:
+    """Logits for every row of `x`, in eval mode; each module's mode is restored after."""
+    with eval_mode(model):
         return torch.cat([model(x[idx]) for idx in batches(len(x), batch_size, None)])
-    finally:
-        model.train(was_training)
 
 
 def accuracy(model: nn.Module, split: Split, batch_size: int = 1024) -> float:

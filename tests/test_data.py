@@ -11,19 +11,7 @@ from compress.data import DATASET_NAMES, DataBundle, Split, load_dataset
 from compress.data.digits import digits_csv_path, read_digits
 from compress.data.vision import LAYOUTS
 from compress.errors import ConfigError, DatasetMissingError
-
-REPO_ROOT = Path(__file__).resolve().parent.parent
-MNIST10K = next(
-    (
-        p
-        for p in (Path("/work/shared/data/mnist10k"), REPO_ROOT.parent / "shared/data/mnist10k")
-        if (p / "MNIST" / "raw").is_dir()
-    ),
-    None,
-)
-needs_mnist10k = pytest.mark.skipif(
-    MNIST10K is None, reason="real MNIST-10k files not found (../shared/data/mnist10k)"
-)
+from tests.support import MNIST10K, needs_mnist10k
 
 
 def _denormalised_digits(bundle: DataBundle) -> list[tuple[int, ...]]:

@@ -66,7 +66,7 @@ def parse_method(values: Mapping[str, Any]) -> MethodConfig:
     name = values.pop("name", None)
     if name not in _CONFIGS:
         raise ConfigError(f"unknown method '{name}'; choose one of: {', '.join(method_names())}")
-    return from_mapping(_CONFIGS[name], values, f"method '{name}'")
+    return from_mapping(_CONFIGS[name], values, "method")
 
 
 def apply_method(model: nn.Module, config: MethodConfig) -> Stage:

@@ -16,6 +16,7 @@ from torch import nn
 
 from compress.errors import ConfigError
 from compress.models.registry import REGISTRY, check_options
+from compress.modes import eval_mode
 
 # Imported for their @register side effect; this order is the order of MODEL_NAMES.
 # isort: off
@@ -70,19 +71,14 @@ def _check_shape(input_shape: tuple[int, ...]) -> tuple[int, ...]:
 
 def _dry_run(name: str, model: nn.Module, shape: tuple[int, ...], num_classes: int) -> None:
     """One no-grad eval-mode forward on zeros; eval mode leaves BN running stats untouched."""
-    modes = {module: module.training for module in model.modules()}
     prefix = f"model {name!r} does not fit input shape {shape}"
-    model.eval()
     try:
-        with torch.no_grad():
+        with eval_mode(model), torch.no_grad():
             out = model(torch.zeros(_DRY_BATCH, *shape))
     except Exception as exc:
         lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
         detail = lines[0] if lines else type(exc).__name__
         raise ConfigError(f"{prefix}: {detail}") from exc
-    finally:
-        for module, training in modes.items():
-            module.train(training)
     expected = (_DRY_BATCH, num_classes)
     if not isinstance(out, torch.Tensor):
         raise ConfigError(f"{prefix}: output is {type(out).__name__}, expected a tensor")

@@ -1,0 +1,56 @@
+"""Shared test helpers: compose the real Hydra config into the plain dict the pipeline takes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+from compress.cli import CONFIG_DIR
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+MNIST10K_DIR = REPO_ROOT.parent / "shared" / "data" / "mnist10k"
+MNIST10K = MNIST10K_DIR if (MNIST10K_DIR / "MNIST" / "raw").is_dir() else None
+needs_mnist10k = pytest.mark.skipif(
+    MNIST10K is None, reason="real MNIST-10k files not found (../shared/data/mnist10k)"
+)
+
+#: Small, fast training settings for end-to-end runs on digits or fake data.
+QUICK = [
+    "schedule.train.epochs=3",
+    "schedule.finetune.epochs=2",
+    "measure.repeats=3",
+    "measure.warmup=1",
+    "measure.max_seconds=0.2",
+    "runtime.progress=false",
+]
+
+
+def compose_config(outputs: Path, *overrides: str, run_dir: Path | None = None) -> dict[str, Any]:
+    """The resolved config `compress` would run with, writing under `outputs`."""
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = compose(
+            "config",
+            overrides=[
+                f"paths.outputs={outputs}",
+                f"paths.data={outputs / 'data'}",
+                f"paths.run_dir={run_dir or outputs / 'run'}",
+                *overrides,
+            ],
+        )
+    return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
+
+
+def mlflow_runs(outputs: Path) -> list[Any]:
+    """All runs in the SQLite store under `outputs` (empty when no store exists)."""
+    db = outputs / "mlflow.db"
+    if not db.exists():
+        return []
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{db}")
+    experiments = [e.experiment_id for e in client.search_experiments()]
+    return list(client.search_runs(experiments)) if experiments else []

@@ -1,0 +1,67 @@
+"""Every option of every config group composes, resolves and validates."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from compress.cli import CONFIG_DIR
+from compress.data import DATASET_NAMES
+from compress.methods import method_names
+from compress.models import MODEL_NAMES, build_model
+from compress.pipeline import Plan
+from tests.support import compose_config
+
+GROUPS = ("model", "dataset", "method", "schedule", "tracking")
+
+#: An input shape each model is meant for.
+TYPICAL_INPUT = {
+    "mlp": (1, 8, 8),
+    "lenet300": (1, 28, 28),
+    "lenet5": (1, 28, 28),
+    "small_cnn": (1, 8, 8),
+    "resnet20": (3, 32, 32),
+    "resnet56": (3, 32, 32),
+    "torchvision": (3, 32, 32),
+}
+
+
+def options(group: str) -> list[str]:
+    return sorted(p.stem for p in (Path(CONFIG_DIR) / group).glob("*.yaml"))
+
+
+ALL_CHOICES = [(group, option) for group in GROUPS for option in options(group)]
+
+
+@pytest.mark.parametrize(("group", "option"), ALL_CHOICES, ids=[f"{g}={o}" for g, o in ALL_CHOICES])
+def test_every_option_composes_and_validates(tmp_path: Path, group: str, option: str) -> None:
+    cfg = compose_config(tmp_path, f"{group}={option}")
+    plan = Plan.from_config(cfg)
+    assert plan.run_dir.is_absolute() and plan.outputs.is_absolute()
+    if group == "model":
+        model = build_model(cfg["model"], TYPICAL_INPUT[option], 10)
+        assert sum(p.numel() for p in model.parameters()) > 0
+    if group == "tracking" and plan.tracking.enabled and plan.tracking.uri.startswith("sqlite"):
+        assert plan.tracking.uri == f"sqlite:///{tmp_path}/mlflow.db"
+
+
+def test_config_options_match_the_registries() -> None:
+    assert set(options("model")) == set(MODEL_NAMES)
+    assert set(options("dataset")) == set(DATASET_NAMES)
+    assert set(options("method")) == set(method_names())
+
+
+def test_default_is_pruning_a_small_cnn_on_digits(tmp_path: Path) -> None:
+    cfg = compose_config(tmp_path)
+    assert (cfg["model"]["name"], cfg["dataset"]["name"], cfg["method"]["name"]) == (
+        "small_cnn",
+        "digits",
+        "prune",
+    )
+    assert cfg["method"]["scope"] == "global"
+
+
+def test_finetune_inherits_the_training_recipe(tmp_path: Path) -> None:
+    cfg = compose_config(tmp_path, "schedule.train.batch_size=32")
+    assert cfg["schedule"]["finetune"]["batch_size"] == 32
