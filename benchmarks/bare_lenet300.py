@@ -60,7 +60,11 @@ def main() -> None:
 
     torch.manual_seed(0)
     model = nn.Sequential(
-        nn.Flatten(), nn.Linear(784, 300), nn.ReLU(), nn.Linear(300, 100), nn.ReLU(),
+        nn.Flatten(),
+        nn.Linear(784, 300),
+        nn.ReLU(),
+        nn.Linear(300, 100),
+        nn.ReLU(),
         nn.Linear(100, 10),
     )
     train(model, x, y, args.epochs, lr=0.05)
@@ -82,10 +86,18 @@ def main() -> None:
     nonzero = sum(int(w.count_nonzero()) for w in weights)
     total = sum(w.numel() for w in weights)
     torch.save(model.state_dict(), args.out)
-    print(json.dumps({
-        "dense_acc": dense_acc, "acc": acc, "weights": total, "nonzero_weights": nonzero,
-        "ratio_weights": total / nonzero, "seconds_in_script": time.perf_counter() - started,
-    }))
+    print(
+        json.dumps(
+            {
+                "dense_acc": dense_acc,
+                "acc": acc,
+                "weights": total,
+                "nonzero_weights": nonzero,
+                "ratio_weights": total / nonzero,
+                "seconds_in_script": time.perf_counter() - started,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":
