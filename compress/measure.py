@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import statistics
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -84,6 +84,44 @@ def _sync(device: torch.device) -> None:
 
 
 @torch.inference_mode()
+def paired_latency_ms(
+    models: Sequence[nn.Module],
+    input_shape: tuple[int, ...],
+    batch_size: int,
+    settings: MeasureConfig,
+    device: torch.device | str = "cpu",
+) -> list[float]:
+    """Median milliseconds of one forward pass of a `batch_size` batch, for each model.
+
+    The models take turns within every repeat, so a change in machine load between
+    them lands on all alike and their ratio stays fair. Repeats stop at
+    `settings.repeats` or once `settings.max_seconds` per model have been spent (at
+    least three repeats), so large models still finish in bounded time.
+    """
+    device = torch.device(device)
+    x = torch.randn((batch_size, *input_shape), generator=torch.Generator().manual_seed(0))
+    x = x.to(device)
+    times: list[list[float]] = [[] for _ in models]
+    with contextlib.ExitStack() as stack:
+        for model in models:
+            stack.enter_context(eval_mode(model))
+        stack.enter_context(torch_threads(settings.threads))
+        for model in models:
+            for _ in range(settings.warmup):
+                model(x)
+        _sync(device)
+        budget_end = time.perf_counter() + settings.max_seconds * len(models)
+        for repeat in range(1, settings.repeats + 1):
+            for model, samples in zip(models, times, strict=True):
+                start = time.perf_counter()
+                model(x)
+                _sync(device)
+                samples.append(time.perf_counter() - start)
+            if repeat >= 3 and time.perf_counter() > budget_end:
+                break
+    return [1000 * statistics.median(samples) for samples in times]
+
+
 def latency_ms(
     model: nn.Module,
     input_shape: tuple[int, ...],
@@ -91,28 +129,8 @@ def latency_ms(
     settings: MeasureConfig,
     device: torch.device | str = "cpu",
 ) -> float:
-    """Median milliseconds of one forward pass of a `batch_size` batch.
-
-    Repeats stop at `settings.repeats` or once `settings.max_seconds` have been spent
-    (at least three repeats), so large models still finish in bounded time.
-    """
-    device = torch.device(device)
-    x = torch.randn((batch_size, *input_shape), generator=torch.Generator().manual_seed(0))
-    x = x.to(device)
-    times: list[float] = []
-    with eval_mode(model), torch_threads(settings.threads):
-        for _ in range(settings.warmup):
-            model(x)
-        _sync(device)
-        budget_end = time.perf_counter() + settings.max_seconds
-        while len(times) < settings.repeats:
-            start = time.perf_counter()
-            model(x)
-            _sync(device)
-            times.append(time.perf_counter() - start)
-            if len(times) >= 3 and time.perf_counter() > budget_end:
-                break
-    return 1000 * statistics.median(times)
+    """Median milliseconds of one forward pass of `model` (see `paired_latency_ms`)."""
+    return paired_latency_ms([model], input_shape, batch_size, settings, device)[0]
 
 
 @dataclass(frozen=True)
@@ -141,6 +159,34 @@ class Measurement:
     latency_ms: dict[int, float]
 
 
+def measure_models(
+    models: Sequence[tuple[nn.Module, int]],
+    data: DataBundle,
+    settings: MeasureConfig,
+    device: torch.device | str = "cpu",
+) -> list[Measurement]:
+    """Measure each `(model, bytes of its saved artifact)`; latencies are timed in turns."""
+    latencies = {
+        batch: paired_latency_ms([m for m, _ in models], data.input_shape, batch, settings, device)
+        for batch in settings.batch_sizes
+    }
+    measurements = []
+    for index, (model, artifact_bytes) in enumerate(models):
+        footprint = Footprint.of(model, data.input_shape)
+        measurements.append(
+            Measurement(
+                acc=accuracy(model, data.test, settings.eval_batch_size),
+                params=footprint.params,
+                nonzeros=footprint.nonzeros,
+                macs=footprint.macs.dense,
+                macs_nonzero=footprint.macs.nonzero,
+                bytes=artifact_bytes,
+                latency_ms={batch: ms[index] for batch, ms in latencies.items()},
+            )
+        )
+    return measurements
+
+
 def measure_model(
     model: nn.Module,
     data: DataBundle,
@@ -148,20 +194,8 @@ def measure_model(
     settings: MeasureConfig,
     device: torch.device | str = "cpu",
 ) -> Measurement:
-    """Measure `model` (already on `device`) whose saved artifact takes `artifact_bytes`."""
-    footprint = Footprint.of(model, data.input_shape)
-    return Measurement(
-        acc=accuracy(model, data.test, settings.eval_batch_size),
-        params=footprint.params,
-        nonzeros=footprint.nonzeros,
-        macs=footprint.macs.dense,
-        macs_nonzero=footprint.macs.nonzero,
-        bytes=artifact_bytes,
-        latency_ms={
-            b: latency_ms(model, data.input_shape, b, settings, device)
-            for b in settings.batch_sizes
-        },
-    )
+    """Measure one model (already on `device`) whose saved artifact takes `artifact_bytes`."""
+    return measure_models([(model, artifact_bytes)], data, settings, device)[0]
 
 
 def compare(base: Measurement, ours: Measurement) -> dict[str, float]:

@@ -30,7 +30,7 @@ from compress.config import (
     require,
 )
 from compress.data import load_dataset
-from compress.measure import Measurement, compare, measure_model
+from compress.measure import Measurement, compare, measure_models
 from compress.methods import MethodConfig, apply_method, parse_method
 from compress.models import build_model
 from compress.progress import Progress
@@ -166,7 +166,6 @@ def run(cfg: Mapping[str, Any], *, tags: Mapping[str, str] | None = None) -> Res
             return path, size
 
         _, baseline_bytes = saved(model, "baseline.pt")
-        base = measure_model(model, data, baseline_bytes, plan.measure, device)
 
         compressed = copy.deepcopy(model)
         stage = apply_method(compressed, plan.method)
@@ -186,7 +185,9 @@ def run(cfg: Mapping[str, Any], *, tags: Mapping[str, str] | None = None) -> Res
         artifact, artifact_bytes = saved(compressed, "model.pt")
         # Measure what the user gets: the artifact loaded back, not the object in memory.
         returned = load_artifact(artifact).to(device)
-        result = measure_model(returned, data, artifact_bytes, plan.measure, device)
+        base, result = measure_models(
+            [(model, baseline_bytes), (returned, artifact_bytes)], data, plan.measure, device
+        )
 
         metrics = {**compare(base, result), **stage.summary()}
         run.log_histories(

@@ -16,6 +16,7 @@ from compress.measure import (
     count_params,
     latency_ms,
     measure_model,
+    paired_latency_ms,
     torch_threads,
 )
 from compress.models import build_model
@@ -321,3 +322,15 @@ def test_measure_model_accuracy_of_a_constant_classifier(fake_data) -> None:
     assert m.acc == pytest.approx(expected)
     assert m.params == 650 and m.nonzeros == 1
     assert m.macs == 640 and m.macs_nonzero == 0
+
+
+def test_paired_latency_times_each_model_in_turn() -> None:
+    fast = nn.Linear(256, 256)
+    slow = nn.Sequential(*[nn.Linear(256, 256) for _ in range(20)])
+    calls = {"fast": 0, "slow": 0}
+    fast.register_forward_hook(lambda *_: calls.__setitem__("fast", calls["fast"] + 1))
+    slow.register_forward_hook(lambda *_: calls.__setitem__("slow", calls["slow"] + 1))
+    settings = MeasureConfig(warmup=2, repeats=5, max_seconds=60)
+    fast_ms, slow_ms = paired_latency_ms([fast, slow], (256,), 64, settings)
+    assert calls == {"fast": 7, "slow": 7}
+    assert slow_ms > 3 * fast_ms
