@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -65,3 +67,27 @@ def test_bad_input_fails_in_one_line_before_training(tmp_path: Path, case: str) 
     assert "baseline" not in done.stdout + done.stderr  # nothing trained
     assert not any(r.info.status == "FINISHED" for r in mlflow_runs(tmp_path))
     assert not (tmp_path / "cache").exists()
+
+
+def test_killed_job_leaves_a_killed_run_and_no_cache(tmp_path: Path) -> None:
+    log = tmp_path / "job.log"
+    with log.open("w") as out:
+        job = subprocess.Popen(
+            [COMPRESS, f"paths.outputs={tmp_path}", "schedule.train.epochs=500"],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + 120
+        while "mlflow: run" not in log.read_text() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        time.sleep(1)  # inside baseline training
+        job.send_signal(signal.SIGKILL)
+        job.wait()
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        runs = mlflow_runs(tmp_path)
+        if runs and runs[0].info.status != "RUNNING":
+            break
+        time.sleep(0.5)
+    assert [r.info.status for r in runs] == ["KILLED"]
+    assert not list(tmp_path.glob("cache/baselines/*.pt"))
