@@ -18,6 +18,7 @@ from typing import Any
 
 import torch
 import yaml
+from torch import nn
 
 from compress.artifact import load_artifact, save_artifact
 from compress.baseline import baseline_key, load_or_train
@@ -29,9 +30,9 @@ from compress.config import (
     from_mapping,
     require,
 )
-from compress.data import load_dataset
+from compress.data import DataBundle, load_dataset
 from compress.measure import Measurement, compare, measure_models
-from compress.methods import MethodConfig, apply_method, parse_method
+from compress.methods import MethodConfig, Stage, apply_method, parse_method
 from compress.models import build_model
 from compress.progress import Progress
 from compress.tracking import Run, flatten
@@ -131,10 +132,8 @@ def run(cfg: Mapping[str, Any], *, tags: Mapping[str, str] | None = None) -> Res
         model = model.to(memory_format=torch.channels_last)
 
     plan.run_dir.mkdir(parents=True, exist_ok=True)
-    with (
-        Progress(enabled=plan.runtime.progress) as progress,
-        Run(plan.tracking, {**plan.tags(), **(tags or {})}) as run,
-    ):
+    run_tags = {**plan.tags(), **(tags or {})}
+    with Progress(enabled=plan.runtime.progress) as progress, Run(plan.tracking, run_tags) as run:
         run.log_params(flatten(cfg))
         run.set_tags({"data.fingerprint": data.fingerprint, "device": device.type})
         config_path = plan.run_dir / "config.yaml"
@@ -153,43 +152,23 @@ def run(cfg: Mapping[str, Any], *, tags: Mapping[str, str] | None = None) -> Res
             progress=progress,
         )
         run.set_tags({"baseline.cached": str(baseline.cached).lower(), "baseline.key": key})
+        # The baseline's artifact is saved once per cache entry, not into every run folder.
+        baseline_artifact = plan.outputs / "cache" / "baseline_artifacts" / f"{key}.pt"
+        if baseline.cached and baseline_artifact.exists():
+            baseline_bytes = baseline_artifact.stat().st_size
+        else:
+            baseline_bytes = _save(model, baseline_artifact, plan, data)
 
-        def saved(model: torch.nn.Module, name: str) -> tuple[Path, int]:
-            path = plan.run_dir / name
-            size = save_artifact(
-                model,
-                path,
-                model_config=plan.model,
-                input_shape=data.input_shape,
-                num_classes=data.num_classes,
-            )
-            return path, size
-
-        _, baseline_bytes = saved(model, "baseline.pt")
-
-        compressed = copy.deepcopy(model)
-        stage = apply_method(compressed, plan.method)
-        finetune: list[EpochStats] = []
-        if plan.method.finetunes and plan.finetune.epochs > 0:
-            finetune = fit(
-                compressed,
-                data,
-                plan.finetune,
-                plan.runtime,
-                seed=plan.seed + 1,
-                label="finetune",
-                after_step=stage.after_step,
-                progress=progress,
-            )
-        compressed = stage.finalize(compressed)
-        artifact, artifact_bytes = saved(compressed, "model.pt")
+        compressed, stage, finetune = _compress(model, plan, data, progress)
+        artifact = plan.run_dir / "model.pt"
+        artifact_bytes = _save(compressed, artifact, plan, data)
         # Measure what the user gets: the artifact loaded back, not the object in memory.
         returned = load_artifact(artifact).to(device)
-        base, result = measure_models(
+        base, ours = measure_models(
             [(model, baseline_bytes), (returned, artifact_bytes)], data, plan.measure, device
         )
+        metrics = {**compare(base, ours), **stage.summary()}
 
-        metrics = {**compare(base, result), **stage.summary()}
         run.log_histories(
             _histories(baseline.history, "baseline") | _histories(finetune, "finetune")
         )
@@ -198,9 +177,10 @@ def run(cfg: Mapping[str, Any], *, tags: Mapping[str, str] | None = None) -> Res
         summary = {
             "metrics": metrics,
             "baseline": dataclasses.asdict(base),
-            "compressed": dataclasses.asdict(result),
-            "tags": {**plan.tags(), **(tags or {})},
+            "compressed": dataclasses.asdict(ours),
+            "tags": run_tags,
             "baseline_cached": baseline.cached,
+            "baseline_artifact": str(baseline_artifact),
             "artifact": str(artifact),
         }
         summary_path.write_text(json.dumps(summary, indent=2))
@@ -209,13 +189,45 @@ def run(cfg: Mapping[str, Any], *, tags: Mapping[str, str] | None = None) -> Res
         return Result(
             metrics=metrics,
             baseline=base,
-            compressed=result,
+            compressed=ours,
             artifact=artifact,
             run_dir=plan.run_dir,
             tracking=run.describe(),
             tracking_uri=plan.tracking.uri if plan.tracking.enabled else None,
             baseline_cached=baseline.cached,
         )
+
+
+def _compress(
+    baseline: nn.Module, plan: Plan, data: DataBundle, progress: Progress
+) -> tuple[nn.Module, Stage, list[EpochStats]]:
+    """Apply the method to a copy of the baseline, fine-tune it, and make it real."""
+    model = copy.deepcopy(baseline)
+    stage = apply_method(model, plan.method)
+    history: list[EpochStats] = []
+    if plan.method.finetunes and plan.finetune.epochs > 0:
+        history = fit(
+            model,
+            data,
+            plan.finetune,
+            plan.runtime,
+            seed=plan.seed + 1,
+            label="finetune",
+            after_step=stage.after_step,
+            progress=progress,
+        )
+    return stage.finalize(model), stage, history
+
+
+def _save(model: nn.Module, path: Path, plan: Plan, data: DataBundle) -> int:
+    """Save `model` as an artifact at `path`; return its size in bytes."""
+    return save_artifact(
+        model,
+        path,
+        model_config=plan.model,
+        input_shape=data.input_shape,
+        num_classes=data.num_classes,
+    )
 
 
 def _histories(history: list[EpochStats], phase: str) -> dict[str, list[tuple[int, float]]]:

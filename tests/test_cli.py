@@ -38,9 +38,11 @@ def test_main_job_prints_a_summary_and_logs_a_run(tmp_path: Path) -> None:
     assert mlrun.data.tags["tracking"] == "mlflow"  # Hydra's group choices become tags
     run_dirs = list((tmp_path / "runs").glob("*/*"))
     assert len(run_dirs) == 1
-    assert {"model.pt", "baseline.pt", "summary.json", "config.yaml"} <= {
+    assert {"model.pt", "summary.json", "config.yaml", "compress.log"} <= {
         p.name for p in run_dirs[0].iterdir()
     }
+    (baseline_artifact,) = tmp_path.glob("cache/baseline_artifacts/*.pt")
+    assert baseline_artifact.stat().st_size == mlrun.data.metrics["baseline/bytes"]
 
 
 BAD_INPUTS = {
