@@ -69,12 +69,14 @@ class Worker:
             text=True,
             bufsize=1,
         )
+        self._used = False
 
     @property
     def alive(self) -> bool:
         return self._process.poll() is None
 
     def call(self, op: str, **args: Any) -> Any:
+        self._used = True
         try:
             self._process.stdin.write(json.dumps({"op": op, "args": args}) + "\n")
             self._process.stdin.flush()
@@ -94,13 +96,18 @@ class Worker:
         return lines[-1] if lines else f"exit code {self._process.poll()}"
 
     def close(self) -> None:
-        """End the worker: it marks any run left open KILLED and exits."""
+        """End the worker: it marks any run left open KILLED and exits.
+
+        A worker never called (the job stopped on bad input) is not waited for: it
+        exits by itself once its start-up is done, and holds none of our pipes.
+        """
         if self._process.stdin and not self._process.stdin.closed:
             self._process.stdin.close()
-        try:
-            self._process.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            self._process.kill()
+        if self._used:
+            try:
+                self._process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
         self._stderr.close()
 
 
