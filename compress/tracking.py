@@ -69,14 +69,12 @@ class Worker:
             text=True,
             bufsize=1,
         )
-        self._used = False
 
     @property
     def alive(self) -> bool:
         return self._process.poll() is None
 
     def call(self, op: str, **args: Any) -> Any:
-        self._used = True
         try:
             self._process.stdin.write(json.dumps({"op": op, "args": args}) + "\n")
             self._process.stdin.flush()
@@ -95,15 +93,16 @@ class Worker:
         lines = self._stderr.read().decode(errors="replace").strip().splitlines()
         return lines[-1] if lines else f"exit code {self._process.poll()}"
 
-    def close(self) -> None:
+    def close(self, wait: bool = True) -> None:
         """End the worker: it marks any run left open KILLED and exits.
 
-        A worker never called (the job stopped on bad input) is not waited for: it
-        exits by itself once its start-up is done, and holds none of our pipes.
+        Every call has been answered by then, so nothing is lost by not waiting; the
+        process's exit does not (a worker still starting up exits by itself once
+        ready, and holds none of our pipes).
         """
         if self._process.stdin and not self._process.stdin.closed:
             self._process.stdin.close()
-        if self._used:
+        if wait:
             try:
                 self._process.wait(timeout=60)
             except subprocess.TimeoutExpired:
@@ -127,7 +126,7 @@ def worker_for(uri: str) -> Worker:
 @atexit.register
 def _close_worker() -> None:
     if _worker is not None:
-        _worker.close()
+        _worker.close(wait=False)
 
 
 def warm_up(tracking: Mapping[str, Any] | None) -> None:
