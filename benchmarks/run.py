@@ -66,8 +66,8 @@ def main_job(repeats: int, work: Path) -> list[tuple[str, str, str]]:
         warm.append(timed([COMPRESS, f"paths.outputs={outputs}"])[0])
     summary = latest_summary(work / f"main{repeats - 1}")["metrics"]
     return [
-        ("main job, cold (s)", f"{statistics.median(cold):.1f}", "< 60"),
-        ("main job, cached baseline (s)", f"{statistics.median(warm):.1f}", "< 60"),
+        ("main job, cold, median / best (s)", _pair(cold), "< 60"),
+        ("main job, cached baseline, median / best (s)", _pair(warm), "< 60"),
         ("main job accuracy baseline -> pruned", _accs(summary), ""),
     ]
 
@@ -89,10 +89,12 @@ def overhead(repeats: int, work: Path) -> list[tuple[str, str, str]]:
         bare_result = json.loads(stdout.strip().splitlines()[-1])
     m = latest_summary(outputs)["metrics"]
     ratio = statistics.median(ours) / statistics.median(theirs)
+    best = min(ours) / min(theirs)  # noise on a shared machine only ever adds time
     return [
-        ("LeNet-300-100 framework wall (s)", f"{statistics.median(ours):.1f}", ""),
-        ("LeNet-300-100 bare PyTorch wall (s)", f"{statistics.median(theirs):.1f}", ""),
-        ("wall ratio framework / bare", f"{ratio:.2f}", "<= 1.10"),
+        ("LeNet-300-100 framework wall, median / best (s)", f"{_pair(ours)}", ""),
+        ("LeNet-300-100 bare PyTorch wall, median / best (s)", f"{_pair(theirs)}", ""),
+        ("wall ratio framework / bare, medians", f"{ratio:.2f}", "<= 1.10"),
+        ("wall ratio framework / bare, best runs", f"{best:.2f}", "<= 1.10"),
         ("framework accuracy dense -> pruned", _accs(m), "same as bare"),
         (
             "bare accuracy dense -> pruned",
@@ -104,6 +106,10 @@ def overhead(repeats: int, work: Path) -> list[tuple[str, str, str]]:
         ("framework artifact smaller (ratio/size)", f"{m['ratio/size']:.2f}x", ""),
         ("framework speedup/latency, batch 256", f"{m['speedup/latency']:.2f}x", "(none expected)"),
     ]
+
+
+def _pair(seconds: list[float]) -> str:
+    return f"{statistics.median(seconds):.1f} / {min(seconds):.1f}"
 
 
 def _accs(metrics: dict) -> str:
