@@ -54,6 +54,10 @@ def matches(value: Any, hint: Any) -> bool:
         )
     if origin in (tuple, list):
         return isinstance(value, list | tuple) and all(matches(v, args[0]) for v in value)
+    if origin is dict:
+        return isinstance(value, Mapping) and all(
+            matches(k, args[0]) and matches(v, args[1]) for k, v in value.items()
+        )
     return hint is Any or not isinstance(hint, type) or isinstance(value, hint)
 
 
@@ -65,6 +69,9 @@ def describe(hint: Any) -> str:
         return "null"
     if typing.get_origin(hint) in (tuple, list):
         return f"a list of {describe(typing.get_args(hint)[0]).split(' ', 1)[-1]}s"
+    if typing.get_origin(hint) is dict:
+        key, value = (describe(a).split(" ", 1)[-1] for a in typing.get_args(hint))
+        return f"a mapping of {key} to {value}"
     names = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
     return names.get(hint, getattr(hint, "__name__", str(hint)))
 
@@ -90,6 +97,9 @@ class TrainRecipe:
     step_epochs: int = 10
     gamma: float = 0.1
     label_smoothing: float = 0.0
+    #: Network slimming (Liu et al. 2017): L1 penalty on batch-norm scales (gamma),
+    #: pushing unimportant channels toward zero so `bn_scale` importance can remove them.
+    bn_l1: float = 0.0
     where: str = field(default="schedule", compare=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -113,6 +123,7 @@ class TrainRecipe:
         require(self.weight_decay >= 0, f"{w}.weight_decay must be >= 0, got {self.weight_decay}")
         require(self.step_epochs >= 1, f"{w}.step_epochs must be >= 1, got {self.step_epochs}")
         require(0 < self.gamma <= 1, f"{w}.gamma must be in (0, 1], got {self.gamma}")
+        require(self.bn_l1 >= 0, f"{w}.bn_l1 must be >= 0, got {self.bn_l1}")
         require(
             0 <= self.label_smoothing < 1,
             f"{w}.label_smoothing must be in [0, 1), got {self.label_smoothing}",

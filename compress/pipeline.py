@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 import json
 import logging
-from collections.abc import Mapping
+import math
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,15 +34,14 @@ from compress.config import (
 )
 from compress.data import DataBundle, load_dataset
 from compress.measure import Measurement, compare, measure_models
-from compress.methods import MethodConfig, Stage, apply_method, parse_method
+from compress.methods import MethodConfig, MethodContext, Stage, apply_method, parse_method
 from compress.models import build_model
 from compress.progress import Progress
+from compress.schedules import Finetune, LotteryTicket, ScheduleConfig, parse_schedule, run_schedule
 from compress.tracking import Run, flatten
 from compress.train import EpochStats, fit
 
 log = logging.getLogger(__name__)
-
-SCHEDULES = ("oneshot",)
 
 
 @dataclass(frozen=True)
@@ -51,7 +52,7 @@ class Plan:
     model: dict[str, Any]
     dataset: dict[str, Any]
     method: MethodConfig
-    schedule: str
+    schedule: ScheduleConfig
     train: TrainRecipe
     finetune: TrainRecipe
     runtime: RuntimeConfig
@@ -65,11 +66,6 @@ class Plan:
         for section in ("model", "dataset", "method", "schedule", "paths"):
             require(section in cfg, f"config has no '{section}' section")
         schedule = dict(cfg["schedule"])
-        name = schedule.get("name")
-        require(
-            name in SCHEDULES,
-            f"unknown schedule '{name}'; choose one of: {', '.join(SCHEDULES)}",
-        )
         paths = {k: Path(v) for k, v in cfg["paths"].items()}
         for key in ("outputs", "run_dir"):
             require(key in paths, f"paths.{key} is required")
@@ -79,7 +75,7 @@ class Plan:
             model=dict(cfg["model"]),
             dataset=dict(cfg["dataset"]),
             method=parse_method(cfg["method"]),
-            schedule=name,
+            schedule=parse_schedule(schedule),
             train=TrainRecipe.parse(schedule.get("train"), "schedule.train"),
             finetune=TrainRecipe.parse(schedule.get("finetune"), "schedule.finetune"),
             runtime=from_mapping(RuntimeConfig, cfg.get("runtime"), "runtime"),
@@ -94,7 +90,7 @@ class Plan:
             "model": str(self.model.get("name")),
             "dataset": str(self.dataset.get("name")),
             "method": self.method.name,
-            "schedule": self.schedule,
+            "schedule": self.schedule.name,
         }
 
 
@@ -125,9 +121,14 @@ def run(cfg: Mapping[str, Any], *, tags: Mapping[str, str] | None = None) -> Res
     data = load_dataset(plan.dataset, device)
     torch.manual_seed(plan.seed)
     model = build_model(plan.model, data.input_shape, data.num_classes)
-    # Dry run of the method on a throwaway copy: its config errors surface before training.
-    apply_method(copy.deepcopy(model), plan.method)
+    context = MethodContext(data.input_shape, data, plan.finetune.batch_size)
+    # Dry run of the method at its full target on a throwaway copy, and of the schedule
+    # against the fine-tune: their config errors surface before any training.
+    apply_method(copy.deepcopy(model), plan.method, context).update(1.0)
+    steps_per_epoch = math.ceil(len(data.train) / plan.finetune.batch_size)
+    plan.schedule.check(plan.method, plan.finetune, steps_per_epoch)
     model = model.to(device)
+    initial_state = {k: v.clone() for k, v in model.state_dict().items()}
     if plan.runtime.channels_last:
         model = model.to(memory_format=torch.channels_last)
 
@@ -159,7 +160,7 @@ def run(cfg: Mapping[str, Any], *, tags: Mapping[str, str] | None = None) -> Res
         else:
             baseline_bytes = _save(model, baseline_artifact, plan, data)
 
-        compressed, stage, finetune = _compress(model, plan, data, progress)
+        compressed, stage, finetune = _compress(model, plan, data, context, progress, initial_state)
         artifact = plan.run_dir / "model.pt"
         artifact_bytes = _save(compressed, artifact, plan, data)
         # Measure what the user gets: the artifact loaded back, not the object in memory.
@@ -170,9 +171,13 @@ def run(cfg: Mapping[str, Any], *, tags: Mapping[str, str] | None = None) -> Res
         metrics = {**compare(base, ours), **stage.summary()}
 
         run.log_histories(
-            _histories(baseline.history, "baseline") | _histories(finetune, "finetune")
+            _histories(baseline.history, "baseline")
+            | _histories(finetune.history, "finetune")
+            | {"finetune/sparsity": finetune.sparsity}
         )
         run.log_metrics(metrics)
+        for table in stage.artifacts(plan.run_dir):
+            run.log_artifact(table)
         summary_path = plan.run_dir / "summary.json"
         summary = {
             "metrics": metrics,
@@ -199,24 +204,66 @@ def run(cfg: Mapping[str, Any], *, tags: Mapping[str, str] | None = None) -> Res
 
 
 def _compress(
-    baseline: nn.Module, plan: Plan, data: DataBundle, progress: Progress
-) -> tuple[nn.Module, Stage, list[EpochStats]]:
-    """Apply the method to a copy of the baseline, fine-tune it, and make it real."""
+    baseline: nn.Module,
+    plan: Plan,
+    data: DataBundle,
+    context: MethodContext,
+    progress: Progress,
+    initial_state: dict[str, torch.Tensor],
+) -> tuple[nn.Module, Stage, Finetune]:
+    """Compress a copy of the baseline on the schedule, fine-tuning it; make it real."""
     model = copy.deepcopy(baseline)
-    stage = apply_method(model, plan.method)
-    history: list[EpochStats] = []
-    if plan.method.finetunes and plan.finetune.epochs > 0:
-        history = fit(
+    stage = apply_method(model, plan.method, context)
+    if not plan.method.finetunes:
+        stage.update(1.0)
+        return stage.finalize(model), stage, Finetune()
+    finetune = run_schedule(
+        plan.schedule,
+        stage,
+        model,
+        data,
+        plan.finetune,
+        plan.runtime,
+        seed=plan.seed + 1,
+        progress=progress,
+        rewind=_rewinder(plan, data, initial_state, progress),
+    )
+    return stage.finalize(model), stage, finetune
+
+
+def _rewinder(
+    plan: Plan, data: DataBundle, initial: dict[str, torch.Tensor], progress: Progress
+) -> Callable[[], dict[str, torch.Tensor]]:
+    """The lottery's rewind target: computed once, or drawn anew each round (reinit)."""
+    state = functools.partial(_rewind_state, plan, data, initial, progress)
+    reinit = isinstance(plan.schedule, LotteryTicket) and plan.schedule.reinit
+    return state if reinit else functools.cache(state)
+
+
+def _rewind_state(
+    plan: Plan, data: DataBundle, initial: dict[str, torch.Tensor], progress: Progress
+) -> dict[str, torch.Tensor]:
+    """Weights a lottery ticket restarts from: the initial ones, those of epoch k of the
+    baseline's training (retrained deterministically), or a fresh random init (control)."""
+    schedule = plan.schedule
+    assert isinstance(schedule, LotteryTicket)
+    model = build_model(plan.model, data.input_shape, data.num_classes)
+    if schedule.reinit:
+        return model.state_dict()  # drawn from the RNG's current state: a new init each round
+    model.load_state_dict(initial)
+    model = model.to(data.train.x.device)
+    if schedule.rewind_epoch > 0:
+        fit(
             model,
             data,
-            plan.finetune,
+            plan.train,
             plan.runtime,
-            seed=plan.seed + 1,
-            label="finetune",
-            after_step=stage.after_step,
+            seed=plan.seed,
+            label="rewind",
             progress=progress,
+            stop_after=schedule.rewind_epoch,
         )
-    return stage.finalize(model), stage, history
+    return model.state_dict()
 
 
 def _save(model: nn.Module, path: Path, plan: Plan, data: DataBundle) -> int:

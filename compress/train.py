@@ -100,13 +100,17 @@ def fit(
     *,
     seed: int,
     label: str,
-    after_step: Callable[[], None] | None = None,
+    after_step: Callable[[], bool | None] | None = None,
     progress: Progress | None = None,
+    stop_after: int | None = None,
 ) -> list[EpochStats]:
     """Train `model` in place on `data.train` with `recipe`; return per-epoch statistics.
 
     Seeded from `seed` alone (shuffling and dropout), so the same call gives the same
-    weights whatever ran before it in the process.
+    weights whatever ran before it in the process. `after_step` runs after every
+    optimizer step; when it returns True the parameters were replaced (channels
+    removed) and the optimizer is rebuilt over the new ones. `stop_after` ends training
+    after that many epochs of the recipe (its learning-rate schedule unchanged).
     """
     torch.manual_seed(seed)
     shuffle = torch.Generator().manual_seed(seed)
@@ -119,7 +123,7 @@ def fit(
     history: list[EpochStats] = []
     task = progress.start(label, recipe.epochs, n) if progress else None
     model.train()
-    for epoch in range(recipe.epochs):
+    for epoch in range(min(recipe.epochs, stop_after or recipe.epochs)):
         started = time.perf_counter()
         lr = recipe.lr * lr_factor(recipe, epoch)
         for group in optimizer.param_groups:
@@ -133,9 +137,13 @@ def fit(
                 loss = loss_fn(logits, y)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            if recipe.bn_l1:
+                add_bn_l1_subgradient(model, recipe.bn_l1)
             optimizer.step()
-            if after_step is not None:
-                after_step()
+            if after_step is not None and after_step():
+                optimizer = make_optimizer(model, recipe)
+                for group in optimizer.param_groups:
+                    group["lr"] = lr
             loss_sum += loss.detach() * len(idx)
             correct += logits.detach().argmax(1).eq(y).sum()
             if step % CHECK_EVERY == 0:
@@ -159,6 +167,17 @@ def fit(
     if progress and task is not None:
         progress.finish(task)
     return history
+
+
+@torch.no_grad()
+def add_bn_l1_subgradient(model: nn.Module, strength: float) -> None:
+    """Add the subgradient of `strength * |gamma|` to every batch-norm scale's gradient."""
+    for module in model.modules():
+        if not isinstance(module, nn.modules.batchnorm._BatchNorm):
+            continue
+        scale = module.weight
+        if scale is not None and scale.grad is not None:
+            scale.grad.add_(torch.sign(scale), alpha=strength)
 
 
 def _finite_loss(loss_sum: torch.Tensor, count: int, label: str, epoch: int) -> float:

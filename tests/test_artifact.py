@@ -22,7 +22,7 @@ from compress.artifact import (
     load_artifact,
     save_artifact,
 )
-from compress.methods import apply_method, parse_method
+from compress.methods import MethodContext, apply_method, parse_method
 from compress.methods.masks import prunable_weights
 from compress.models import build_model
 
@@ -233,7 +233,11 @@ def _pruned_model(cfg: dict, shape: tuple[int, ...], amount: float) -> nn.Module
     model = build_model(cfg, shape, 10)
     _trained_bn_stats(model, shape)
     if amount > 0:
-        apply_method(model, parse_method({"name": "prune", "amount": amount})).finalize(model)
+        stage = apply_method(
+            model, parse_method({"name": "prune", "amount": amount}), MethodContext((1, 8, 8))
+        )
+        stage.update(1.0)
+        stage.finalize(model)
     return model.eval()
 
 

@@ -46,10 +46,18 @@ def test_every_option_composes_and_validates(tmp_path: Path, group: str, option:
         assert plan.tracking.uri == f"sqlite:///{tmp_path}/mlflow.db"
 
 
+def compose_method_name(option: str) -> str:
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        return compose("config", overrides=[f"method={option}"]).method.name
+
+
 def test_config_options_match_the_registries() -> None:
     assert set(options("model")) == set(MODEL_NAMES)
     assert set(options("dataset")) == set(DATASET_NAMES)
-    assert set(options("method")) == set(method_names())
+    method_options = {o: compose_method_name(o) for o in options("method")}
+    assert set(method_options.values()) == set(method_names())
 
 
 def test_default_is_pruning_a_small_cnn_on_digits(tmp_path: Path) -> None:

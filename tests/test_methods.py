@@ -13,15 +13,31 @@ from compress.config import TrainRecipe, require
 from compress.errors import ConfigError
 from compress.methods import (
     MethodConfig,
+    MethodContext,
     apply_method,
     base,
     method_names,
     parse_method,
     register_method,
 )
-from compress.methods.masks import MaskSet, keep_top, magnitude_masks, prunable_weights
+from compress.methods.masks import MaskSet, keep_top, prunable_weights, unstructured_masks
 from compress.methods.none import NoCompression
-from compress.methods.prune import MagnitudePruning
+from compress.methods.prune import UnstructuredPruning
+
+
+def magnitude_masks(
+    weights: dict[str, nn.Parameter], amount: float, scope: str
+) -> dict[str, torch.Tensor]:
+    """Magnitude masks with every layer in the shared pool (no overrides, no exclusions)."""
+    scores = {p: w.detach().abs() for p, w in weights.items()}
+    return unstructured_masks(scores, {}, list(weights), amount, scope)
+
+
+def _applied(model: nn.Module, values: dict):
+    """A method's stage on `model`, with its full target applied (as one-shot does)."""
+    stage = apply_method(model, parse_method(values), MethodContext((3, 6, 6)))
+    stage.update(1.0)
+    return stage
 
 
 def _model(seed: int = 0) -> nn.Module:
@@ -60,14 +76,14 @@ def test_parse_none() -> None:
 
 def test_parse_prune_defaults() -> None:
     config = parse_method({"name": "prune"})
-    assert config == MagnitudePruning(amount=0.8, scope="global")
+    assert config == UnstructuredPruning(amount=0.8, scope="global")
     assert config.finetunes is True
 
 
 @pytest.mark.parametrize(("amount", "scope"), [(0.5, "layer"), (0.0, "global"), (0, "layer")])
 def test_parse_prune_options(amount: float, scope: str) -> None:
     config = parse_method({"name": "prune", "amount": amount, "scope": scope})
-    assert isinstance(config, MagnitudePruning)
+    assert isinstance(config, UnstructuredPruning)
     assert (config.amount, config.scope) == (amount, scope)
 
 
@@ -87,7 +103,7 @@ def test_parse_does_not_mutate_input() -> None:
         ({"name": "prune", "amount": "abc"}, ["method.amount", "abc"]),
         ({"name": "prune", "amount": float("nan")}, ["method.amount"]),
         ({"name": "prune", "scope": "channel"}, ["method.scope 'channel'", "global", "layer"]),
-        ({"name": "prune", "amout": 0.5}, ["method", "unknown", "amout", "valid: amount, scope"]),
+        ({"name": "prune", "amout": 0.5}, ["method", "unknown", "amout", "valid: amount", "scope"]),
         ({"name": "none", "amount": 0.5}, ["method", "unknown", "amount"]),
     ],
     ids=[
@@ -169,13 +185,11 @@ def test_keep_top_counts_and_ties() -> None:
 def test_mask_set_sparsity() -> None:
     weights = prunable_weights(_model())
     masks = magnitude_masks(weights, 0.6, "layer")
-    mask_set = MaskSet(weights, masks)
+    mask_set = MaskSet(weights)
+    mask_set.set(masks)
     total = 135 + 2400 + 210
     removed = round(0.6 * 135) + round(0.6 * 2400) + round(0.6 * 210)
     assert mask_set.sparsity() == pytest.approx(removed / total)
-    assert mask_set.layer_sparsity() == pytest.approx(
-        {"0": round(0.6 * 135) / 135, "4": 0.6, "6": 0.6}
-    )
     for path, mask in masks.items():  # constructing the set zeroes what is pruned
         assert bool((weights[path][~mask] == 0).all())
         assert bool((weights[path][mask] != 0).all())
@@ -187,7 +201,7 @@ def test_mask_set_sparsity() -> None:
 def test_apply_prune_zeroes_weights_and_keeps_biases() -> None:
     model = _model()
     biases = {k: v.clone() for k, v in model.state_dict().items() if not k.endswith("weight")}
-    stage = apply_method(model, parse_method({"name": "prune", "amount": 0.7}))
+    stage = _applied(model, {"name": "prune", "amount": 0.7})
     weights = prunable_weights(model)
     zeros = sum(int((w == 0).sum()) for w in weights.values())
     assert zeros == round(0.7 * (135 + 2400 + 210))
@@ -200,7 +214,7 @@ def test_apply_prune_zeroes_weights_and_keeps_biases() -> None:
 
 def test_apply_prune_to_model_without_prunable_layers() -> None:
     with pytest.raises(ConfigError, match="no conv or linear layer"):
-        apply_method(nn.Sequential(nn.ReLU()), parse_method({"name": "prune"}))
+        _applied(nn.Sequential(nn.ReLU()), {"name": "prune"})
 
 
 def _sgd_fine_tune(model: nn.Module, after_step, steps: int) -> None:
@@ -218,7 +232,7 @@ def _sgd_fine_tune(model: nn.Module, after_step, steps: int) -> None:
 
 def test_masks_hold_zeros_through_sgd_with_momentum_and_decay() -> None:
     model = _model()
-    stage = apply_method(model, parse_method({"name": "prune", "amount": 0.5}))
+    stage = _applied(model, {"name": "prune", "amount": 0.5})
     weights = prunable_weights(model)
     pruned = {k: (w == 0).clone() for k, w in weights.items()}
     start = {k: w.detach().clone() for k, w in weights.items()}
@@ -238,7 +252,7 @@ def test_masks_hold_zeros_through_sgd_with_momentum_and_decay() -> None:
 def test_without_after_step_pruned_weights_drift() -> None:
     """Control for the test above: the SGD loop really does move pruned weights."""
     model = _model()
-    apply_method(model, parse_method({"name": "prune", "amount": 0.5}))
+    _applied(model, {"name": "prune", "amount": 0.5})
     weights = prunable_weights(model)
     pruned = {k: (w == 0).clone() for k, w in weights.items()}
     _sgd_fine_tune(model, lambda: None, steps=2)
@@ -248,7 +262,7 @@ def test_without_after_step_pruned_weights_drift() -> None:
 def test_apply_none_changes_nothing() -> None:
     model = _model()
     state = copy.deepcopy(model.state_dict())
-    stage = apply_method(model, parse_method({"name": "none"}))
+    stage = _applied(model, {"name": "none"})
     stage.after_step()
     assert stage.finalize(model) is model
     assert stage.summary() == {}
@@ -277,9 +291,16 @@ class _ScaleWeights(MethodConfig):
 
 
 class _ScaleStage:
-    def __init__(self, factor: float) -> None:
+    def __init__(self, model: nn.Module, factor: float) -> None:
+        self.model = model
         self.factor = factor
         self.steps = 0
+
+    def update(self, progress: float) -> bool:
+        with torch.no_grad():
+            for w in prunable_weights(self.model).values():
+                w.mul_(self.factor)
+        return False
 
     def after_step(self) -> None:
         self.steps += 1
@@ -290,21 +311,23 @@ class _ScaleStage:
     def summary(self) -> dict[str, float]:
         return {"factor": self.factor, "steps": self.steps}
 
+    def artifacts(self, folder):
+        return []
+
 
 def test_register_new_method(isolated_registry: None) -> None:
     @register_method(_ScaleWeights)
-    def scale(model: nn.Module, config: _ScaleWeights) -> _ScaleStage:
-        with torch.no_grad():
-            for w in prunable_weights(model).values():
-                w.mul_(config.factor)
-        return _ScaleStage(config.factor)
+    def scale(model: nn.Module, config: _ScaleWeights, context: MethodContext) -> _ScaleStage:
+        return _ScaleStage(model, config.factor)
 
     assert "test_methods_scale_weights" in method_names()
     config = parse_method({"name": "test_methods_scale_weights", "factor": 3.0})
     assert config == _ScaleWeights(factor=3.0)
     model = _model()
     before = model[4].weight.detach().clone()
-    stage = apply_method(model, config)
+    stage = apply_method(model, config, MethodContext((3, 6, 6)))
+    assert torch.equal(model[4].weight, before)  # nothing applied before the schedule's update
+    stage.update(1.0)
     assert torch.allclose(model[4].weight, 3.0 * before)
     stage.after_step()
     assert stage.summary() == {"factor": 3.0, "steps": 1}
@@ -314,7 +337,7 @@ def test_register_new_method(isolated_registry: None) -> None:
         {"name": "test_methods_scale_weights", "factor": -1}
     )
     # Built-in methods still dispatch to their own handlers.
-    assert isinstance(parse_method({"name": "prune"}), MagnitudePruning)
+    assert isinstance(parse_method({"name": "prune"}), UnstructuredPruning)
 
 
 def test_registry_is_restored_after_registration_test() -> None:

@@ -8,12 +8,16 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, ClassVar, Protocol, TypeVar
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, TypeVar
 
 from torch import nn
 
 from compress.config import from_mapping
 from compress.errors import ConfigError
+
+if TYPE_CHECKING:
+    from compress.data import DataBundle
 
 
 @dataclass(frozen=True)
@@ -23,10 +27,31 @@ class MethodConfig:
     name: ClassVar[str]
     #: Whether the method needs a fine-tune phase after it is applied.
     finetunes: ClassVar[bool] = True
+    #: Whether the method changes the architecture (removes channels) rather than values.
+    structured: ClassVar[bool] = False
+
+
+@dataclass(frozen=True)
+class MethodContext:
+    """What a method may need besides the model and its config."""
+
+    input_shape: tuple[int, ...]
+    #: The experiment's data: importance criteria that need gradients or activations
+    #: (Taylor, sensitivity) take their batches from `data.train`.
+    data: DataBundle | None = None
+    batch_size: int = 64
 
 
 class Stage(Protocol):
-    """What a handler returns: hooks for fine-tuning and the step that makes it real."""
+    """What a handler returns. It starts with nothing applied; a schedule then calls
+    `update` (once for one-shot, repeatedly for iterative and gradual schedules)."""
+
+    def update(self, progress: float) -> bool:
+        """Compress to `progress` (0 to 1) of the method's target.
+
+        Returns True when parameters were replaced (structured removal), so that an
+        optimizer holding the old ones must be rebuilt.
+        """
 
     def after_step(self) -> None:
         """Called after every optimizer step of the fine-tune (e.g. re-apply masks)."""
@@ -37,18 +62,23 @@ class Stage(Protocol):
     def summary(self) -> dict[str, float]:
         """Metrics that describe what the stage did (e.g. sparsity reached)."""
 
+    def artifacts(self, folder: Path) -> list[Path]:
+        """Write tables that describe the result (e.g. per-layer sparsity) into `folder`."""
+
 
 C = TypeVar("C", bound=MethodConfig)
-Handler = Callable[[nn.Module, Any], Stage]
+Handler = Callable[[nn.Module, Any, MethodContext], Stage]
 
 _CONFIGS: dict[str, type[MethodConfig]] = {}
 _HANDLERS: dict[type[MethodConfig], Handler] = {}
 
 
-def register_method(config_cls: type[C]) -> Callable[[Callable[[nn.Module, C], Stage]], Handler]:
+def register_method(
+    config_cls: type[C],
+) -> Callable[[Callable[[nn.Module, C, MethodContext], Stage]], Handler]:
     """Register `config_cls` under its `name` and the decorated function as its handler."""
 
-    def decorate(handler: Callable[[nn.Module, C], Stage]) -> Handler:
+    def decorate(handler: Callable[[nn.Module, C, MethodContext], Stage]) -> Handler:
         _CONFIGS[config_cls.name] = config_cls
         _HANDLERS[config_cls] = handler
         return handler
@@ -69,6 +99,7 @@ def parse_method(values: Mapping[str, Any]) -> MethodConfig:
     return from_mapping(_CONFIGS[name], values, "method")
 
 
-def apply_method(model: nn.Module, config: MethodConfig) -> Stage:
-    """Apply the method described by `config` to `model` in place; return its stage hooks."""
-    return _HANDLERS[type(config)](model, config)
+def apply_method(model: nn.Module, config: MethodConfig, context: MethodContext) -> Stage:
+    """Prepare the method described by `config` on `model`; nothing is applied until the
+    schedule calls the returned stage's `update`."""
+    return _HANDLERS[type(config)](model, config, context)

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from torch import nn
 
-from compress.methods.base import MethodConfig, register_method
+from compress.methods.base import MethodConfig, MethodContext, register_method
 
 
 @dataclass(frozen=True)
@@ -16,6 +17,9 @@ class NoCompression(MethodConfig):
 
 
 class _Identity:
+    def update(self, progress: float) -> bool:
+        return False
+
     def after_step(self) -> None:
         pass
 
@@ -25,7 +29,10 @@ class _Identity:
     def summary(self) -> dict[str, float]:
         return {}
 
+    def artifacts(self, folder: Path) -> list[Path]:
+        return []
+
 
 @register_method(NoCompression)
-def keep_baseline(model: nn.Module, config: NoCompression) -> _Identity:
+def keep_baseline(model: nn.Module, config: NoCompression, context: MethodContext) -> _Identity:
     return _Identity()
