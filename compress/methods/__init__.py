@@ -3,6 +3,7 @@
 from compress.methods import none, prune  # noqa: F401  (registration side effects)
 from compress.methods.base import (
     MethodConfig,
+    MethodContext,
     Stage,
     apply_method,
     method_names,
@@ -12,6 +13,7 @@ from compress.methods.base import (
 
 __all__ = [
     "MethodConfig",
+    "MethodContext",
     "Stage",
     "apply_method",
     "method_names",
