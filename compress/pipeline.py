@@ -35,9 +35,17 @@ from compress.config import (
 from compress.data import DataBundle, load_dataset
 from compress.measure import Measurement, compare, measure_models
 from compress.methods import MethodConfig, MethodContext, Stage, apply_method, parse_method
+from compress.methods.prune import UnstructuredPruning
 from compress.models import build_model
 from compress.progress import Progress
 from compress.schedules import Finetune, LotteryTicket, ScheduleConfig, parse_schedule, run_schedule
+from compress.sensitivity import (
+    SensitivityConfig,
+    amounts_for_target,
+    layer_sensitivity,
+    plot,
+    write_csv,
+)
 from compress.tracking import Run, flatten
 from compress.train import EpochStats, fit
 
@@ -60,6 +68,7 @@ class Plan:
     tracking: TrackingConfig
     outputs: Path
     run_dir: Path
+    sensitivity: SensitivityConfig | None = None
 
     @classmethod
     def from_config(cls, cfg: Mapping[str, Any]) -> Plan:
@@ -83,6 +92,7 @@ class Plan:
             tracking=from_mapping(TrackingConfig, cfg.get("tracking"), "tracking"),
             outputs=paths["outputs"],
             run_dir=paths["run_dir"],
+            sensitivity=_parse_analysis(cfg.get("analysis")),
         )
 
     def tags(self) -> dict[str, str]:
@@ -160,6 +170,8 @@ def run(cfg: Mapping[str, Any], *, tags: Mapping[str, str] | None = None) -> Res
         else:
             baseline_bytes = _save(model, baseline_artifact, plan, data)
 
+        if plan.sensitivity is not None:
+            plan = _analyse(plan, model, data, run)
         compressed, stage, finetune = _compress(model, plan, data, context, progress, initial_state)
         artifact = plan.run_dir / "model.pt"
         artifact_bytes = _save(compressed, artifact, plan, data)
@@ -201,6 +213,41 @@ def run(cfg: Mapping[str, Any], *, tags: Mapping[str, str] | None = None) -> Res
             tracking_uri=plan.tracking.uri if plan.tracking.enabled else None,
             baseline_cached=baseline.cached,
         )
+
+
+def _parse_analysis(section: Mapping[str, Any] | None) -> SensitivityConfig | None:
+    values = dict(section or {"name": "none"})
+    name = values.pop("name", None)
+    require(
+        name in ("none", "sensitivity"),
+        f"unknown analysis '{name}'; choose one of: none, sensitivity",
+    )
+    return SensitivityConfig.parse(values, "analysis") if name == "sensitivity" else None
+
+
+def _analyse(plan: Plan, model: nn.Module, data: DataBundle, run: Run) -> Plan:
+    """Per-layer sensitivity of the baseline, logged; with a target, the per-layer amounts
+    that reach it replace those of `method=prune` for the compression that follows."""
+    config = plan.sensitivity
+    assert config is not None
+    dense_acc, rows = layer_sensitivity(model, data, config, plan.measure.eval_batch_size)
+    run.log_artifact(write_csv(dense_acc, rows, plan.run_dir / "sensitivity.csv"))
+    run.log_artifact(plot(dense_acc, rows, plan.run_dir / "sensitivity.png"))
+    if config.target is None:
+        return plan
+    amounts = amounts_for_target(dense_acc, rows, config.target)
+    path = plan.run_dir / "layer_amounts.yaml"
+    path.write_text(yaml.safe_dump({"layers": amounts}, sort_keys=False))
+    run.log_artifact(path)
+    if not isinstance(plan.method, UnstructuredPruning):
+        log.info(
+            "sensitivity: amounts written to %s (method '%s' does not use them)",
+            path,
+            plan.method.name,
+        )
+        return plan
+    log.info("sensitivity: pruning with per-layer amounts %s", amounts)
+    return dataclasses.replace(plan, method=dataclasses.replace(plan.method, layers=amounts))
 
 
 def _compress(

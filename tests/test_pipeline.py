@@ -161,3 +161,37 @@ def test_diverging_loss_fails_the_run_with_its_error(tmp_path: Path) -> None:
     assert mlrun.info.status == "FAILED"
     assert "TrainingDivergedError" in mlrun.data.tags["error"]
     assert not list((tmp_path / "cache" / "baselines").glob("*.pt"))
+
+
+def test_sensitivity_analysis_chooses_the_amounts_pruning_uses(tmp_path: Path) -> None:
+    import csv
+
+    import yaml
+
+    cfg = compose_config(
+        tmp_path, *QUICK, "dataset=fake", "model=mlp", "tracking=none",
+        "analysis=sensitivity", "analysis.levels=[0.5,0.8,0.95]", "analysis.target=0.7",
+    )  # fmt: skip
+    result = run(cfg)
+    rows = list(csv.DictReader((result.run_dir / "sensitivity.csv").open()))
+    weights = prunable_weights(load_artifact(result.artifact))
+    assert sorted((r["layer"], float(r["level"])) for r in rows) == sorted(
+        (layer, level) for layer in weights for level in (0.5, 0.8, 0.95)
+    )
+    assert (result.run_dir / "sensitivity.png").read_bytes().startswith(b"\x89PNG")
+    amounts = yaml.safe_load((result.run_dir / "layer_amounts.yaml").read_text())["layers"]
+    for layer, weight in weights.items():
+        removed = weight.numel() - int(weight.count_nonzero())
+        assert removed == round(amounts[layer] * weight.numel()), layer
+    assert result.metrics["sparsity"] >= 0.7
+
+
+def test_empty_sensitivity_levels_fail_before_training(tmp_path: Path) -> None:
+    from compress.errors import ConfigError
+
+    cfg = compose_config(
+        tmp_path, *QUICK, "dataset=fake", "analysis=sensitivity", "analysis.levels=[]"
+    )
+    with pytest.raises(ConfigError, match="levels"):
+        run(cfg)
+    assert not (tmp_path / "cache").exists()
