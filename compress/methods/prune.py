@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -43,14 +43,15 @@ class UnstructuredPruning(MethodConfig):
     """Remove the `amount` share of conv/linear weights with the lowest score.
 
     `layers` gives some layers an amount of their own (glob patterns on module paths,
-    e.g. `{"fc3": 0.74}`); `exclude` leaves layers dense (e.g. `["classifier"]`).
+    e.g. `{"fc3": 0.74}`; numeric paths of nn.Sequential may come as ints from the
+    command line); `exclude` leaves layers dense (e.g. `["classifier"]`).
     """
 
     name = "prune"
     amount: float = 0.8
     scope: str = "global"
     criterion: str = "magnitude"
-    layers: dict[str, float] = field(default_factory=dict)
+    layers: dict[str | int, float] | None = None
     exclude: tuple[str, ...] = ()
     seed: int = 0
 
@@ -64,6 +65,7 @@ class UnstructuredPruning(MethodConfig):
             self.criterion in CRITERIA,
             f"method.criterion '{self.criterion}' unknown; choose one of: {', '.join(CRITERIA)}",
         )
+        object.__setattr__(self, "layers", {str(k): v for k, v in (self.layers or {}).items()})
         for pattern, amount in self.layers.items():
             _check_amount(amount, f"method.layers['{pattern}']")
 

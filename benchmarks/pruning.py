@@ -1,0 +1,110 @@
+"""Unstructured pruning targets on real MNIST digits, printed beside the papers' claims.
+
+    uv run python benchmarks/pruning.py                    # all studies (~10 min on 2 cores)
+    uv run python benchmarks/pruning.py --only agp --data DIR
+
+- han_lenet300: Han et al. 2015, LeNet-300-100, per-layer keep 8% / 9% / 26%, iterative
+  pruning (paper: 1.64% -> 1.59% error at 12x). Target: >= 12x fewer weights, test
+  accuracy >= dense - 0.1 pt.
+- han_lenet5: LeNet-5 (Caffe), keep 66% / 12% / 7.5% / 19% (paper: 0.80% -> 0.77% at
+  12x). Target: >= 12x, accuracy >= dense - 0.1 pt.
+- agp: at 95% sparsity, Zhu & Gupta's gradual pruning against one-shot pruning with the
+  same fine-tune budget. Target: AGP at least as accurate.
+
+Data: MNIST-10k (8k train / 2k test), not the official 60k/10k split, so the dense
+accuracies are lower than the papers'.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+from pathlib import Path
+
+from run import COMPRESS, MNIST10K, latest_summary, timed
+
+COMMON = ["dataset=mnist", "runtime.progress=false", "tracking=none"]
+
+STUDIES: dict[str, list[str]] = {
+    "han_lenet300": [
+        "model=lenet300",
+        "schedule=iterative",
+        "schedule.rounds=4",
+        "schedule.train.epochs=20",
+        "schedule.finetune.epochs=40",
+        "method.scope=layer",
+        "method.layers={1:0.92,3:0.91,5:0.74}",
+    ],
+    "han_lenet5": [
+        "model=lenet5",
+        "schedule=iterative",
+        "schedule.rounds=4",
+        "schedule.train.epochs=20",
+        "schedule.finetune.epochs=40",
+        "method.scope=layer",
+        "method.layers={features?0:0.34,features?2:0.88,classifier?0:0.925,classifier?2:0.81}",
+    ],
+}
+AGP_BUDGET = [
+    "model=lenet300",
+    "method.amount=0.95",
+    "schedule.train.epochs=20",
+    "schedule.finetune.epochs=20",
+]
+
+
+def study(name: str, overrides: list[str], work: Path, data: Path) -> dict:
+    outputs = work / name
+    timed([COMPRESS, f"paths.outputs={outputs}", f"dataset.root={data}", *COMMON, *overrides])
+    return latest_summary(outputs)["metrics"]
+
+
+def row(name: str, m: dict, target: str, ok: bool) -> tuple[str, ...]:
+    return (
+        name,
+        f"{m['baseline/acc']:.2%}",
+        f"{m['acc']:.2%}",
+        f"{100 * m['acc_drop']:+.2f}",
+        f"{m['ratio/params']:.2f}x",
+        f"{m['ratio/size']:.2f}x",
+        target,
+        "met" if ok else "MISSED",
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--only", choices=(*STUDIES, "agp"))
+    parser.add_argument("--data", type=Path, default=MNIST10K, help="folder holding MNIST/raw")
+    args = parser.parse_args()
+    if not (args.data / "MNIST" / "raw").is_dir():
+        sys.exit(f"MNIST files not found under {args.data}/MNIST/raw")
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="compress-prune-") as tmp:
+        work = Path(tmp)
+        for name, overrides in STUDIES.items():
+            if args.only in (None, name):
+                m = study(name, overrides, work, args.data)
+                ok = m["ratio/params"] >= 12 and m["acc_drop"] <= 0.001
+                rows.append(row(name, m, ">=12x, drop <= 0.1 pt", ok))
+        if args.only in (None, "agp"):
+            oneshot = study("oneshot95", AGP_BUDGET, work, args.data)
+            agp = study(
+                "agp95",
+                [*AGP_BUDGET, "schedule=agp", "schedule.end=10", "schedule.frequency=50"],
+                work,
+                args.data,
+            )
+            rows.append(row("oneshot_95", oneshot, "", True))
+            rows.append(row("agp_95", agp, ">= oneshot acc", agp["acc"] >= oneshot["acc"]))
+    header = ("study", "dense acc", "pruned acc", "drop pt", "ratio/params", "ratio/size")
+    header += ("target", "")
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    for r in [header, *rows]:
+        print("  ".join(str(c).rjust(w) for c, w in zip(r, widths, strict=True)))
+    print("(MNIST-10k, 8k/2k; one run each, seed 0)")
+
+
+if __name__ == "__main__":
+    main()
