@@ -4,6 +4,13 @@ Each tensor is stored in whichever encoding is smallest for it: dense, a bitmask
 nonzeros plus their values, or CSR (row pointers, column indices, values) over the
 tensor viewed as (rows, -1). Index dtypes are the narrowest that fit. The file is a
 `torch.save` archive of plain containers, so it loads with `weights_only=True`.
+
+Formats: `compress.artifact/1` holds a model exactly as `build_model` makes it from its
+config. A model whose modules were shrunk (structured pruning removed channels) is
+written as `compress.artifact/2`, which adds `structure`: the shape-defining attributes
+of every module that differs from a fresh build (see `compress.reshape`), applied
+before the weights load. Readers of /1 alone reject /2 files instead of failing on a
+shape mismatch; this reader loads both.
 """
 
 from __future__ import annotations
@@ -20,8 +27,10 @@ import torch
 from torch import nn
 
 from compress.models import build_model
+from compress.reshape import changed_structure, reshape
 
 FORMAT = "compress.artifact/1"
+RESHAPED_FORMAT = "compress.artifact/2"
 
 
 def narrowest_uint(max_value: int) -> torch.dtype:
@@ -102,27 +111,43 @@ def save_artifact(
     num_classes: int,
 ) -> int:
     """Write `model` to `path` (atomically) and return the file's size in bytes."""
-    payload = {
-        "format": FORMAT,
-        "model": {
-            "config": dict(model_config),
-            "input_shape": list(input_shape),
-            "num_classes": num_classes,
-        },
-        "tensors": {name: encode(t) for name, t in model.state_dict().items()},
+    spec = {
+        "config": dict(model_config),
+        "input_shape": list(input_shape),
+        "num_classes": num_classes,
     }
+    changes = changed_structure(model, _fresh_shapes(model_config, tuple(input_shape), num_classes))
+    payload: dict[str, Any] = {"format": RESHAPED_FORMAT if changes else FORMAT, "model": spec}
+    if changes:
+        payload["structure"] = changes
+    payload["tensors"] = {name: encode(t) for name, t in model.state_dict().items()}
     atomic_torch_save(payload, path)
     return path.stat().st_size
+
+
+def _fresh_shapes(
+    config: Mapping[str, Any], input_shape: tuple[int, ...], classes: int
+) -> nn.Module:
+    """The model as its config builds it, for its shapes only: on the meta device (no
+    memory, no weights drawn), or on the CPU with the caller's RNG state restored after."""
+    try:
+        with torch.device("meta"):
+            return build_model(config, input_shape, classes)
+    except Exception:  # a forward that needs real values; build it for real
+        with torch.random.fork_rng(devices=[]):
+            return build_model(config, input_shape, classes)
 
 
 def load_artifact(path: Path) -> nn.Module:
     """Rebuild the model saved at `path` (on CPU, eval mode)."""
     payload = torch.load(path, map_location="cpu", weights_only=True)
-    if payload.get("format") != FORMAT:
-        raise ValueError(f"{path} is not a {FORMAT} file")
+    if payload.get("format") not in (FORMAT, RESHAPED_FORMAT):
+        raise ValueError(f"{path} is not a {FORMAT} file (nor a {RESHAPED_FORMAT} one)")
     spec = payload["model"]
     model = build_model(spec["config"], tuple(spec["input_shape"]), spec["num_classes"])
-    model.load_state_dict({name: decode(e) for name, e in payload["tensors"].items()})
+    state = {name: decode(e) for name, e in payload["tensors"].items()}
+    reshape(model, payload.get("structure", {}), state)
+    model.load_state_dict(state)
     return model.eval()
 
 

@@ -61,6 +61,18 @@ def test_every_method_runs_on_every_schedule(tmp_path: Path, method: str, schedu
     assert [row["layer"] for row in table] == list(prunable_weights(model))
 
 
+@pytest.mark.parametrize("schedule", ["oneshot", "iterative", "agp"])
+def test_structured_pruning_shrinks_on_every_schedule(tmp_path: Path, schedule: str) -> None:
+    cfg = compose_config(
+        tmp_path, *QUICK, "dataset=fake", "model=small_cnn", "tracking=none",
+        "method=prune_channels", f"schedule={schedule}", *SCHEDULE_SETTINGS[schedule],
+    )  # fmt: skip
+    m = run(cfg).metrics
+    assert m["macs"] < 0.5 * m["baseline/macs"]  # channels really removed, not masked
+    assert m["params"] < 0.5 * m["baseline/params"]
+    assert m["channels_removed"] == pytest.approx(0.5, abs=0.05)
+
+
 def test_agp_follows_the_cubic_ramp() -> None:
     agp = GradualPruning(begin=1, end=3, frequency=5, initial=0.2)
     steps = 10  # per epoch: the ramp runs from step 10 to step 30
@@ -222,6 +234,10 @@ BAD_SCHEDULES = {
         "exceeds the ramp",
     ),
     "unknown schedule option": (["schedule=agp", "+schedule.rate=3"], "unknown option(s) rate"),
+    "lottery with structured pruning": (
+        ["schedule=lottery", "method=prune_channels"],
+        "method 'prune_channels' changes the architecture",
+    ),
     "pattern matching no layer": (
         ["model=mlp", "+method.exclude=[nothere]"],
         "pattern 'nothere' matches no prunable layer; prunable layers: ",

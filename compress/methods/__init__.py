@@ -1,6 +1,6 @@
 """Compression methods. Importing this package registers every built-in method."""
 
-from compress.methods import none, prune  # noqa: F401  (registration side effects)
+from compress.methods import channels, none, prune  # noqa: F401  (registration side effects)
 from compress.methods.base import (
     MethodConfig,
     MethodContext,
