@@ -48,7 +48,7 @@ STUDIES: dict[str, list[str]] = {
         "model=lenet5",
         *HAN_SCHEDULE,
         "schedule.train.lr=0.01",  # Caffe's LeNet-5 (no ReLU after the convs) diverges at 0.05
-        "schedule.finetune.lr=0.001",
+        "schedule.finetune.lr=0.005",
         "method.layers={features?0:0.34,features?2:0.88,classifier?0:0.925,classifier?2:0.81}",
     ],
 }
