@@ -1,105 +1,54 @@
 """The saved model artifact: what a user ships, and what `ratio/size` measures.
 
-Each tensor is stored in whichever encoding is smallest for it: dense, a bitmask of
-nonzeros plus their values, or CSR (row pointers, column indices, values) over the
-tensor viewed as (rows, -1). Index dtypes are the narrowest that fit. The file is a
+Each tensor is stored in the smallest exact encoding we have for it
+(`compress.encodings`): dense, sparse (bitmask or CSR), or, for weights a method
+quantized, N-bit codes with scales or a weight-sharing codebook. The file is a
 `torch.save` archive of plain containers, so it loads with `weights_only=True`.
 
 Formats: `compress.artifact/1` holds a model exactly as `build_model` makes it from its
 config. A model whose modules were shrunk (structured pruning removed channels) is
 written as `compress.artifact/2`, which adds `structure`: the shape-defining attributes
 of every module that differs from a fresh build (see `compress.reshape`), applied
-before the weights load. Readers of /1 alone reject /2 files instead of failing on a
-shape mismatch; this reader loads both.
+before the weights load. A model converted to integer kernels (int8 quantization) is
+`compress.artifact/3`: the float model's structure, the conversion recipe, and the
+converted model's state (integer codes, scales, zero points); loading rebuilds the
+converted model from the recipe and loads that state. Readers of an older format alone
+reject newer files instead of failing on a mismatch; this reader loads all three.
 """
 
 from __future__ import annotations
 
-import math
+import logging
 import os
 import tempfile
+from collections import OrderedDict
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import torch
 from torch import nn
 
+from compress.encodings import (
+    Entry,
+    decode,
+    decode_value,
+    encode,
+    encode_value,
+    smallest,
+)
 from compress.models import build_model
 from compress.reshape import changed_structure, reshape
 
+log = logging.getLogger(__name__)
+
+if TYPE_CHECKING:
+    from compress.methods.base import Conversion
+
 FORMAT = "compress.artifact/1"
 RESHAPED_FORMAT = "compress.artifact/2"
-
-
-def narrowest_uint(max_value: int) -> torch.dtype:
-    for dtype, limit in ((torch.uint8, 2**8), (torch.uint16, 2**16), (torch.uint32, 2**32)):
-        if max_value < limit:
-            return dtype
-    return torch.int64
-
-
-def encoded_sizes(tensor: torch.Tensor) -> dict[str, int]:
-    """Payload bytes of each encoding for `tensor` (what `encode` chooses between)."""
-    n, nnz, item = tensor.numel(), int(tensor.count_nonzero()), tensor.element_size()
-    sizes = {"dense": n * item}
-    if tensor.is_floating_point() and n > 0:
-        sizes["bitmask"] = math.ceil(n / 8) + nnz * item
-        if tensor.dim() >= 2:
-            rows, cols = tensor.shape[0], n // tensor.shape[0]
-            ptr = narrowest_uint(nnz).itemsize
-            idx = narrowest_uint(max(cols - 1, 0)).itemsize
-            sizes["csr"] = (rows + 1) * ptr + nnz * (idx + item)
-    return sizes
-
-
-def encode(tensor: torch.Tensor) -> dict[str, Any]:
-    """The smallest encoding of `tensor` as a dict of plain values and tensors."""
-    tensor = tensor.detach().cpu().contiguous()
-    sizes = encoded_sizes(tensor)
-    kind = min(sizes, key=lambda k: (sizes[k], k != "dense"))
-    shape = list(tensor.shape)
-    if kind == "dense":
-        return {"encoding": "dense", "data": tensor}
-    flat = tensor.flatten()
-    if kind == "bitmask":
-        nonzero = flat != 0
-        bits = torch.from_numpy(np.packbits(nonzero.numpy()))
-        return {"encoding": "bitmask", "shape": shape, "bits": bits, "values": flat[nonzero]}
-    matrix = tensor.reshape(shape[0], -1)
-    rows, cols = matrix.nonzero(as_tuple=True)
-    counts = torch.bincount(rows, minlength=matrix.shape[0])
-    row_ptr = torch.cat([torch.zeros(1, dtype=torch.long), counts.cumsum(0)])
-    return {
-        "encoding": "csr",
-        "shape": shape,
-        "row_ptr": row_ptr.to(narrowest_uint(int(row_ptr[-1]))),
-        "cols": cols.to(narrowest_uint(max(matrix.shape[1] - 1, 0))),
-        "values": matrix[rows, cols],
-    }
-
-
-def decode(entry: Mapping[str, Any]) -> torch.Tensor:
-    """Inverse of `encode`: the exact original tensor."""
-    kind = entry["encoding"]
-    if kind == "dense":
-        return entry["data"]
-    values = entry["values"]
-    shape = entry["shape"]
-    if kind == "bitmask":
-        n = math.prod(shape)
-        nonzero = torch.from_numpy(np.unpackbits(entry["bits"].numpy(), count=n).astype(bool))
-        flat = torch.zeros(n, dtype=values.dtype)
-        flat[nonzero] = values
-        return flat.view(shape)
-    if kind == "csr":
-        row_ptr = entry["row_ptr"].to(torch.long)
-        matrix = torch.zeros(shape[0], math.prod(shape[1:]), dtype=values.dtype)
-        rows = torch.repeat_interleave(torch.arange(shape[0]), row_ptr.diff())
-        matrix[rows, entry["cols"].to(torch.long)] = values
-        return matrix.view(shape)
-    raise ValueError(f"unknown tensor encoding '{kind}'")
+QUANTIZED_FORMAT = "compress.artifact/3"
+FORMATS = (FORMAT, RESHAPED_FORMAT, QUANTIZED_FORMAT)
 
 
 def save_artifact(
@@ -109,20 +58,60 @@ def save_artifact(
     model_config: Mapping[str, Any],
     input_shape: tuple[int, ...],
     num_classes: int,
+    encodings: Mapping[str, Entry] | None = None,
+    conversion: Conversion | None = None,
 ) -> int:
-    """Write `model` to `path` (atomically) and return the file's size in bytes."""
+    """Write `model` to `path` (atomically) and return the file's size in bytes.
+
+    `encodings` are a method's exact compact forms of some of the state's tensors (used
+    where smaller than the generic ones); `conversion` says how a converted int8 model
+    is rebuilt (format /3).
+    """
     spec = {
         "config": dict(model_config),
         "input_shape": list(input_shape),
         "num_classes": num_classes,
     }
-    changes = changed_structure(model, _fresh_shapes(model_config, tuple(input_shape), num_classes))
-    payload: dict[str, Any] = {"format": RESHAPED_FORMAT if changes else FORMAT, "model": spec}
-    if changes:
-        payload["structure"] = changes
-    payload["tensors"] = {name: encode(t) for name, t in model.state_dict().items()}
+    fresh = _fresh_shapes(model_config, tuple(input_shape), num_classes)
+    if conversion is not None:
+        changes = changed_structure(conversion.float_model, fresh)
+        state = model.state_dict()
+        float_state = conversion.float_model.state_dict()
+        payload: dict[str, Any] = {
+            "format": QUANTIZED_FORMAT,
+            "model": spec,
+            "structure": changes,
+            "float_shapes": {n: list(t.shape) for n, t in float_state.items()},
+            "conversion": dict(conversion.recipe),
+            "tensors": {name: encode_value(v) for name, v in state.items()},
+            # Quantized modules read their state by its version (packed parameters moved).
+            "versions": {k: dict(v) for k, v in getattr(state, "_metadata", {}).items()},
+        }
+    else:
+        changes = changed_structure(model, fresh)
+        payload = {"format": RESHAPED_FORMAT if changes else FORMAT, "model": spec}
+        if changes:
+            payload["structure"] = changes
+        payload["tensors"] = _encode_state(model.state_dict(), encodings or {})
     atomic_torch_save(payload, path)
     return path.stat().st_size
+
+
+def _encode_state(state: Mapping[str, torch.Tensor], given: Mapping[str, Entry]) -> dict:
+    """Each tensor in its smallest encoding; a method's entry must decode to the tensor."""
+    unknown = set(given) - set(state)
+    if unknown:
+        raise ValueError(f"encodings given for tensors the model lacks: {sorted(unknown)}")
+    entries = {}
+    for name, tensor in state.items():
+        entry = encode(tensor)
+        if name in given:
+            if torch.equal(decode(given[name]), tensor.detach().cpu()):
+                entry = smallest(given[name], entry)
+            else:  # changed after the method encoded it (a later stage of a stack)
+                log.warning("'%s' no longer matches its method's encoding; stored as is", name)
+        entries[name] = entry
+    return entries
 
 
 def _fresh_shapes(
@@ -141,10 +130,21 @@ def _fresh_shapes(
 def load_artifact(path: Path) -> nn.Module:
     """Rebuild the model saved at `path` (on CPU, eval mode)."""
     payload = torch.load(path, map_location="cpu", weights_only=True)
-    if payload.get("format") not in (FORMAT, RESHAPED_FORMAT):
-        raise ValueError(f"{path} is not a {FORMAT} file (nor a {RESHAPED_FORMAT} one)")
+    if payload.get("format") not in FORMATS:
+        raise ValueError(f"{path} is not a compress artifact (one of {', '.join(FORMATS)})")
     spec = payload["model"]
-    model = build_model(spec["config"], tuple(spec["input_shape"]), spec["num_classes"])
+    input_shape = tuple(spec["input_shape"])
+    model = build_model(spec["config"], input_shape, spec["num_classes"])
+    if payload["format"] == QUANTIZED_FORMAT:
+        from compress.quant.int8 import rebuild
+
+        shapes = {n: torch.empty(s, device="meta") for n, s in payload["float_shapes"].items()}
+        reshape(model, payload["structure"], shapes)
+        model = rebuild(model, payload["conversion"], input_shape)
+        state = OrderedDict((n, decode_value(e)) for n, e in payload["tensors"].items())
+        state._metadata = OrderedDict(payload["versions"])  # type: ignore[attr-defined]
+        model.load_state_dict(state)
+        return model.eval()
     state = {name: decode(e) for name, e in payload["tensors"].items()}
     reshape(model, payload.get("structure", {}), state)
     model.load_state_dict(state)

@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import contextlib
+import itertools
 import statistics
 import time
 from collections.abc import Iterator, Sequence
@@ -27,12 +28,48 @@ from compress.train import accuracy
 MAC_TYPES = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 
 
+def _quantized_layer_types() -> tuple[type, ...]:
+    """Int8 conv and linear modules of torch.ao (fused ones subclass these)."""
+    from torch.ao.nn import quantized as nnq
+    from torch.ao.nn.quantized import dynamic as nnqd
+
+    return (nnq.Linear, nnq.Conv1d, nnq.Conv2d, nnq.Conv3d, nnqd.Linear)
+
+
+def _float(tensor: torch.Tensor) -> torch.Tensor:
+    return tensor.dequantize() if tensor.is_quantized else tensor
+
+
+def layer_weight(module: nn.Module) -> torch.Tensor:
+    """A conv/linear layer's weight, float or int8 (int8 modules keep it packed)."""
+    weight = module.weight
+    return weight() if callable(weight) else weight
+
+
+def model_tensors(model: nn.Module) -> list[torch.Tensor]:
+    """The learned tensors of `model`: its parameters, and the packed weights and biases
+    of int8 layers (which are not parameters)."""
+    tensors = list(model.parameters())
+    quantized = _quantized_layer_types()
+    for module in model.modules():
+        if isinstance(module, quantized):
+            bias = module.bias()
+            tensors += [layer_weight(module)] + ([bias] if bias is not None else [])
+    return tensors
+
+
 def count_params(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
+    return sum(t.numel() for t in model_tensors(model))
 
 
 def count_nonzero(model: nn.Module) -> int:
-    return sum(int(p.count_nonzero()) for p in model.parameters())
+    return sum(int(_float(t).count_nonzero()) for t in model_tensors(model))
+
+
+def model_device(model: nn.Module) -> torch.device:
+    """Where `model`'s tensors live (CPU for a model without any)."""
+    tensor = next(itertools.chain(model.parameters(), model.buffers()), None)
+    return tensor.device if tensor is not None else torch.device("cpu")
 
 
 @dataclass(frozen=True)
@@ -48,7 +85,7 @@ def count_macs(model: nn.Module, input_shape: tuple[int, ...]) -> Macs:
 
     def hook(module: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
         nonlocal dense, nonzero
-        weight = module.weight
+        weight = _float(layer_weight(module))
         out_channels = weight.shape[0]
         # Output positions per output channel (spatial size for convs, leading dims for linear).
         positions = output[0].numel() // out_channels
@@ -56,11 +93,11 @@ def count_macs(model: nn.Module, input_shape: tuple[int, ...]) -> Macs:
         dense += positions * weight.numel()
         nonzero += positions * int(per_channel_nonzero.sum())
 
-    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, MAC_TYPES)]
-    device = next(model.parameters()).device
+    types = MAC_TYPES + _quantized_layer_types()
+    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, types)]
     try:
         with eval_mode(model):
-            model(torch.zeros((1, *input_shape), device=device))
+            model(torch.zeros((1, *input_shape), device=model_device(model)))
     finally:
         for handle in handles:
             handle.remove()

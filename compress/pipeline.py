@@ -36,9 +36,17 @@ from compress.data import DataBundle, load_dataset
 from compress.measure import Measurement, compare, measure_models
 from compress.methods import MethodConfig, MethodContext, Stage, apply_method, parse_method
 from compress.methods.prune import UnstructuredPruning
+from compress.methods.stack import Stack, StackStage, Step
 from compress.models import build_model
 from compress.progress import Progress
-from compress.schedules import Finetune, LotteryTicket, ScheduleConfig, parse_schedule, run_schedule
+from compress.schedules import (
+    Finetune,
+    LotteryTicket,
+    OneShot,
+    ScheduleConfig,
+    parse_schedule,
+    run_schedule,
+)
 from compress.sensitivity import (
     SensitivityConfig,
     amounts_for_target,
@@ -135,6 +143,7 @@ def run(cfg: Mapping[str, Any], *, tags: Mapping[str, str] | None = None) -> Res
     # Dry run of the method at its full target on a throwaway copy, and of the schedule
     # against the fine-tune: their config errors surface before any training.
     apply_method(copy.deepcopy(model), plan.method, context).update(1.0)
+    plan.method.check(plan.finetune.epochs)
     steps_per_epoch = math.ceil(len(data.train) / plan.finetune.batch_size)
     plan.schedule.check(plan.method, plan.finetune, steps_per_epoch)
     model = model.to(device)
@@ -174,11 +183,16 @@ def run(cfg: Mapping[str, Any], *, tags: Mapping[str, str] | None = None) -> Res
             plan = _analyse(plan, model, data, run)
         compressed, stage, finetune = _compress(model, plan, data, context, progress, initial_state)
         artifact = plan.run_dir / "model.pt"
-        artifact_bytes = _save(compressed, artifact, plan, data)
+        artifact_bytes = _save(compressed, artifact, plan, data, stage)
         # Measure what the user gets: the artifact loaded back, not the object in memory.
-        returned = load_artifact(artifact).to(device)
+        # Int8 kernels run on the CPU: a converted model and its baseline are timed there.
+        on = torch.device("cpu") if stage.conversion() is not None else device
+        returned = load_artifact(artifact).to(on)
         base, ours = measure_models(
-            [(model, baseline_bytes), (returned, artifact_bytes)], data, plan.measure, device
+            [(copy.deepcopy(model).to(on), baseline_bytes), (returned, artifact_bytes)],
+            data,
+            plan.measure,
+            on,
         )
         metrics = {**compare(base, ours), **stage.summary()}
 
@@ -258,24 +272,36 @@ def _compress(
     progress: Progress,
     initial_state: dict[str, torch.Tensor],
 ) -> tuple[nn.Module, Stage, Finetune]:
-    """Compress a copy of the baseline on the schedule, fine-tuning it; make it real."""
+    """Compress a copy of the baseline, stage by stage (one stage unless the method is a
+    stack), each on its schedule with its fine-tune; make it real."""
     model = copy.deepcopy(baseline)
-    stage = apply_method(model, plan.method, context)
-    if not plan.method.finetunes:
-        stage.update(1.0)
-        return stage.finalize(model), stage, Finetune()
-    finetune = run_schedule(
-        plan.schedule,
-        stage,
-        model,
-        data,
-        plan.finetune,
-        plan.runtime,
-        seed=plan.seed + 1,
-        progress=progress,
-        rewind=_rewinder(plan, data, initial_state, progress),
-    )
-    return stage.finalize(model), stage, finetune
+    method = plan.method
+    steps = method.steps() if isinstance(method, Stack) else [Step(method.name, method, None)]
+    stages: list[Stage] = []
+    finetune = Finetune()
+    for index, step in enumerate(steps):
+        stage = apply_method(model, step.config, context)
+        recipe = plan.finetune
+        if step.epochs is not None:
+            recipe = dataclasses.replace(recipe, epochs=step.epochs)
+        if step.config.finetunes and recipe.epochs > 0:
+            part = run_schedule(
+                plan.schedule if index == 0 else OneShot(),
+                stage,
+                model,
+                data,
+                recipe,
+                plan.runtime,
+                seed=plan.seed + 1 + index,
+                progress=progress,
+                rewind=_rewinder(plan, data, initial_state, progress),
+            )
+            finetune.extend(part)
+        else:
+            stage.update(1.0)
+        model = stage.finalize(model)
+        stages.append(stage)
+    return model, stages[0] if len(stages) == 1 else StackStage(stages), finetune
 
 
 def _rewinder(
@@ -313,14 +339,19 @@ def _rewind_state(
     return model.state_dict()
 
 
-def _save(model: nn.Module, path: Path, plan: Plan, data: DataBundle) -> int:
-    """Save `model` as an artifact at `path`; return its size in bytes."""
+def _save(
+    model: nn.Module, path: Path, plan: Plan, data: DataBundle, stage: Stage | None = None
+) -> int:
+    """Save `model` as an artifact at `path` (in the encodings `stage` made for it, as the
+    conversion `stage` made); return its size in bytes."""
     return save_artifact(
         model,
         path,
         model_config=plan.model,
         input_shape=data.input_shape,
         num_classes=data.num_classes,
+        encodings=stage.encodings() if stage else None,
+        conversion=stage.conversion() if stage else None,
     )
 
 

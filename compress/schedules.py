@@ -39,6 +39,11 @@ class ScheduleConfig:
 
     def check(self, method: MethodConfig, finetune: TrainRecipe, steps_per_epoch: int) -> None:
         """Raise ConfigError if this schedule cannot run with this method and fine-tune."""
+        if self.name != "oneshot" and not method.gradual:
+            raise ConfigError(
+                f"schedule '{self.name}' applies a method in steps; method '{method.name}' "
+                "is applied once: use schedule=oneshot"
+            )
 
 
 @dataclass(frozen=True)
@@ -52,6 +57,7 @@ class Iterative(ScheduleConfig):
     rounds: int = 4
 
     def check(self, method: MethodConfig, finetune: TrainRecipe, steps_per_epoch: int) -> None:
+        super().check(method, finetune, steps_per_epoch)
         require(self.rounds >= 1, f"schedule.rounds must be >= 1, got {self.rounds}")
         require(
             finetune.epochs >= self.rounds,
@@ -69,6 +75,7 @@ class GradualPruning(ScheduleConfig):
     initial: float = 0.0
 
     def check(self, method: MethodConfig, finetune: TrainRecipe, steps_per_epoch: int) -> None:
+        super().check(method, finetune, steps_per_epoch)
         require(0 <= self.initial < 1, f"schedule.initial must be in [0, 1), got {self.initial}")
         require(self.frequency >= 1, f"schedule.frequency must be >= 1, got {self.frequency}")
         require(
@@ -100,13 +107,14 @@ class LotteryTicket(ScheduleConfig):
     reinit: bool = False
 
     def check(self, method: MethodConfig, finetune: TrainRecipe, steps_per_epoch: int) -> None:
+        super().check(method, finetune, steps_per_epoch)
         require(self.rounds >= 1, f"schedule.rounds must be >= 1, got {self.rounds}")
         require(self.rewind_epoch >= 0, "schedule.rewind_epoch must be >= 0")
         require(finetune.epochs >= 1, "schedule 'lottery' needs schedule.finetune.epochs >= 1")
-        if method.structured:
+        if not method.sparsifies:
             raise ConfigError(
-                f"schedule 'lottery' rewinds weights onto masks; method '{method.name}' "
-                "changes the architecture, use an unstructured method"
+                f"schedule 'lottery' rewinds weights onto pruning masks; method '{method.name}' "
+                "makes no masks: use method=prune or prune_nm"
             )
 
 
@@ -130,6 +138,13 @@ class Finetune:
 
     history: list[EpochStats] = dataclasses.field(default_factory=list)
     sparsity: list[tuple[int, float]] = dataclasses.field(default_factory=list)
+
+    def extend(self, later: Finetune) -> None:
+        """Append a later fine-tune (the next stage of a stack), epochs and steps after ours."""
+        epochs = len(self.history)
+        steps = self.sparsity[-1][0] + 1 if self.sparsity else 0
+        self.history += [dataclasses.replace(s, epoch=s.epoch + epochs) for s in later.history]
+        self.sparsity += [(step + steps, value) for step, value in later.sparsity]
 
 
 def run_schedule(
@@ -160,7 +175,7 @@ def run_schedule(
             return
         offset = len(result.history)
         stats = fit(
-            model,
+            stage.training_module(model),
             data,
             dataclasses.replace(recipe, epochs=epochs),
             runtime,

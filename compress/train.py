@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 import math
 import time
@@ -80,8 +81,11 @@ def prepare_inputs(x: torch.Tensor, runtime: RuntimeConfig) -> torch.Tensor:
 @torch.inference_mode()
 def predict(model: nn.Module, x: torch.Tensor, batch_size: int = 1024) -> torch.Tensor:
     """Logits for every row of `x`, in eval mode; each module's mode is restored after."""
+    where = next(itertools.chain(model.parameters(), model.buffers()), x).device
     with eval_mode(model):
-        return torch.cat([model(x[idx]) for idx in batches(len(x), batch_size, None)])
+        return torch.cat(
+            [model(x[idx].to(where)).to(x.device) for idx in batches(len(x), batch_size, None)]
+        )
 
 
 def accuracy(model: nn.Module, split: Split, batch_size: int = 1024) -> float:

@@ -12,16 +12,8 @@ import pytest
 import torch
 from torch import nn
 
-from compress.artifact import (
-    FORMAT,
-    atomic_torch_save,
-    decode,
-    encode,
-    encoded_sizes,
-    encodings,
-    load_artifact,
-    save_artifact,
-)
+from compress.artifact import FORMAT, atomic_torch_save, encodings, load_artifact, save_artifact
+from compress.encodings import decode, encode, encoded_sizes
 from compress.methods import MethodContext, apply_method, parse_method
 from compress.methods.masks import prunable_weights
 from compress.models import build_model
@@ -156,10 +148,13 @@ def test_encode_picks_the_smallest_encoding(
     assert payload_bytes(entry) == sizes[expected]
 
 
-def test_integer_tensors_are_always_dense() -> None:
-    tensor = torch.zeros(50, 50, dtype=torch.int64)
-    assert set(encoded_sizes(tensor)) == {"dense"}
-    assert encode(tensor)["encoding"] == "dense"
+def test_integer_codes_are_stored_sparsely_when_smaller() -> None:
+    tensor = torch.zeros(50, 50, dtype=torch.int8)
+    tensor[3, 7] = -5
+    entry = encode(tensor)
+    assert entry["encoding"] == "csr"
+    assert_same(decode(entry), tensor)
+    assert encode(torch.ones(50, 50, dtype=torch.int8))["encoding"] == "dense"
 
 
 def test_empty_tensor_only_has_dense_encoding() -> None:
@@ -176,7 +171,8 @@ def test_empty_tensor_only_has_dense_encoding() -> None:
         # float16 conv viewed as (8, 36): csr = 9 * 1 + 29 * (1 + 2)
         ((8, 4, 3, 3), torch.float16, 29, {"dense": 576, "bitmask": 36 + 58, "csr": 96}),
         ((7,), torch.float32, 3, {"dense": 28, "bitmask": 1 + 12}),
-        ((3, 3), torch.int64, 4, {"dense": 72}),
+        # int64 codes: bitmask = 2 + 4 * 8, csr = 4 * 1 + 4 * (1 + 8)
+        ((3, 3), torch.int64, 4, {"dense": 72, "bitmask": 34, "csr": 40}),
     ],
 )
 def test_encoded_sizes_match_the_formulas(
@@ -298,7 +294,7 @@ def test_pruned_artifact_is_much_smaller_than_dense(
 def test_load_rejects_a_file_with_another_format(tmp_path: Path) -> None:
     path = tmp_path / "other.pt"
     torch.save({"format": "something/else", "tensors": {}}, path)
-    with pytest.raises(ValueError, match=r"is not a compress\.artifact/1 file"):
+    with pytest.raises(ValueError, match=r"is not a compress artifact \(one of compress\.artifact/1"):
         load_artifact(path)
 
 

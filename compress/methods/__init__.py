@@ -1,6 +1,13 @@
 """Compression methods. Importing this package registers every built-in method."""
 
-from compress.methods import channels, none, prune  # noqa: F401  (registration side effects)
+from compress.methods import (  # noqa: F401  (registration side effects)
+    channels,
+    none,
+    prune,
+    quantize,
+    stack,
+    weights,
+)
 from compress.methods.base import (
     MethodConfig,
     MethodContext,

@@ -29,6 +29,14 @@ class MethodConfig:
     finetunes: ClassVar[bool] = True
     #: Whether the method changes the architecture (removes channels) rather than values.
     structured: ClassVar[bool] = False
+    #: Whether partial progress (`update(p)`, p < 1) means something, so that iterative and
+    #: gradual schedules can drive it; quantization is applied once, at p = 1.
+    gradual: ClassVar[bool] = True
+    #: Whether the method zeroes weights through masks (what the lottery schedule rewinds).
+    sparsifies: ClassVar[bool] = False
+
+    def check(self, finetune_epochs: int) -> None:
+        """Raise ConfigError if the method cannot run with this many fine-tune epochs."""
 
 
 @dataclass(frozen=True)
@@ -40,6 +48,16 @@ class MethodContext:
     #: (Taylor, sensitivity) take their batches from `data.train`.
     data: DataBundle | None = None
     batch_size: int = 64
+
+
+@dataclass(frozen=True)
+class Conversion:
+    """How a stage turned its float model into a quantized one, so a loader can rebuild it:
+    `recipe` (plain values) is what `compress.quant.rebuild` takes, `float_model` the model
+    just before conversion (its module shapes are recorded, as for any shrunk model)."""
+
+    recipe: dict[str, Any]
+    float_model: nn.Module
 
 
 class Stage(Protocol):
@@ -64,6 +82,38 @@ class Stage(Protocol):
 
     def artifacts(self, folder: Path) -> list[Path]:
         """Write tables that describe the result (e.g. per-layer sparsity) into `folder`."""
+
+    def training_module(self, model: nn.Module) -> nn.Module:
+        """The module the fine-tune trains (a stage may wrap or replace `model`)."""
+
+    def encodings(self) -> dict[str, dict[str, Any]]:
+        """Exact compact forms of tensors of the finalized model's state, by state name
+        (e.g. N-bit codes and scales), which the artifact writer may store instead."""
+
+    def conversion(self) -> Conversion | None:
+        """How the finalized model was converted to real integer kernels, if it was."""
+
+
+class StageBase:
+    """Defaults for the parts of a `Stage` most stages do not need."""
+
+    def after_step(self) -> None:
+        pass
+
+    def summary(self) -> dict[str, float]:
+        return {}
+
+    def artifacts(self, folder: Path) -> list[Path]:
+        return []
+
+    def training_module(self, model: nn.Module) -> nn.Module:
+        return model
+
+    def encodings(self) -> dict[str, dict[str, Any]]:
+        return {}
+
+    def conversion(self) -> Conversion | None:
+        return None
 
 
 C = TypeVar("C", bound=MethodConfig)

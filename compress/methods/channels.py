@@ -30,7 +30,7 @@ from torch.nn import functional as F
 
 from compress.config import require
 from compress.errors import ConfigError
-from compress.methods.base import MethodConfig, MethodContext, register_method
+from compress.methods.base import MethodConfig, MethodContext, StageBase, register_method
 from compress.methods.masks import PRUNABLE_TYPES, matching
 from compress.modes import eval_mode
 
@@ -142,7 +142,7 @@ def _classifier(model: nn.Module, example: torch.Tensor) -> nn.Module:
     return calls[-1]
 
 
-class ChannelStage:
+class ChannelStage(StageBase):
     """Removes channels at each `update`; the model's parameters are replaced each time."""
 
     def __init__(self, model: nn.Module, config: ChannelPruning, context: MethodContext) -> None:

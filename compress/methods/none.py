@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 from torch import nn
 
-from compress.methods.base import MethodConfig, MethodContext, register_method
+from compress.methods.base import MethodConfig, MethodContext, StageBase, register_method
 
 
 @dataclass(frozen=True)
@@ -16,21 +15,12 @@ class NoCompression(MethodConfig):
     finetunes = False
 
 
-class _Identity:
+class _Identity(StageBase):
     def update(self, progress: float) -> bool:
         return False
 
-    def after_step(self) -> None:
-        pass
-
     def finalize(self, model: nn.Module) -> nn.Module:
         return model
-
-    def summary(self) -> dict[str, float]:
-        return {}
-
-    def artifacts(self, folder: Path) -> list[Path]:
-        return []
 
 
 @register_method(NoCompression)

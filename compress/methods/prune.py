@@ -18,7 +18,7 @@ from torch import nn
 
 from compress.config import require
 from compress.errors import ConfigError
-from compress.methods.base import MethodConfig, MethodContext, register_method
+from compress.methods.base import MethodConfig, MethodContext, StageBase, register_method
 from compress.methods.masks import (
     MaskSet,
     layer_amounts,
@@ -48,6 +48,7 @@ class UnstructuredPruning(MethodConfig):
     """
 
     name = "prune"
+    sparsifies = True
     amount: float = 0.8
     scope: str = "global"
     criterion: str = "magnitude"
@@ -79,6 +80,7 @@ class NofMPruning(MethodConfig):
     """
 
     name = "prune_nm"
+    sparsifies = True
     n: int = 2
     m: int = 4
     exclude: tuple[str, ...] = ()
@@ -89,7 +91,7 @@ class NofMPruning(MethodConfig):
         require(1 <= self.n < self.m, f"method.n must be in [1, m), got {self.n}")
 
 
-class MaskedStage:
+class MaskedStage(StageBase):
     """Masks recomputed at each `update`, re-applied after every optimizer step."""
 
     def __init__(

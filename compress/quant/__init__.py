@@ -1,0 +1,1 @@
+"""Quantization backends: int8 through torch.ao, N-bit grids, weight-sharing k-means."""
