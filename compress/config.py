@@ -172,6 +172,11 @@ class MeasureConfig:
     repeats: int = 30
     max_seconds: float = 2.0
     eval_batch_size: int = 1024
+    #: Also time the fp32 baseline under torch.compile; auto: when the model is converted
+    #: to int8, so that a speedup from compilation is not credited to quantization.
+    compiled_baseline: bool | str = "auto"
+    #: Also export both models to ONNX and time them with ONNX Runtime.
+    onnx: bool = True
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "batch_sizes", tuple(int(b) for b in self.batch_sizes))
@@ -186,6 +191,10 @@ class MeasureConfig:
         require(
             self.eval_batch_size >= 1,
             f"measure.eval_batch_size must be >= 1, got {self.eval_batch_size}",
+        )
+        require(
+            isinstance(self.compiled_baseline, bool) or self.compiled_baseline == "auto",
+            f"measure.compiled_baseline must be auto, true or false, got {self.compiled_baseline}",
         )
 
 

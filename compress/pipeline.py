@@ -24,6 +24,9 @@ from torch import nn
 
 from compress.artifact import load_artifact, save_artifact
 from compress.baseline import baseline_key, load_or_train
+from compress.bitsweep import BitSweepConfig, bit_sweep
+from compress.bitsweep import plot as plot_bits
+from compress.bitsweep import write_csv as write_bits_csv
 from compress.config import (
     MeasureConfig,
     RuntimeConfig,
@@ -47,6 +50,7 @@ from compress.schedules import (
     parse_schedule,
     run_schedule,
 )
+from compress.second_opinions import compiled_baseline_metrics, onnx_metrics
 from compress.sensitivity import (
     SensitivityConfig,
     amounts_for_target,
@@ -76,7 +80,7 @@ class Plan:
     tracking: TrackingConfig
     outputs: Path
     run_dir: Path
-    sensitivity: SensitivityConfig | None = None
+    analysis: SensitivityConfig | BitSweepConfig | None = None
 
     @classmethod
     def from_config(cls, cfg: Mapping[str, Any]) -> Plan:
@@ -100,7 +104,7 @@ class Plan:
             tracking=from_mapping(TrackingConfig, cfg.get("tracking"), "tracking"),
             outputs=paths["outputs"],
             run_dir=paths["run_dir"],
-            sensitivity=_parse_analysis(cfg.get("analysis")),
+            analysis=_parse_analysis(cfg.get("analysis")),
         )
 
     def tags(self) -> dict[str, str]:
@@ -179,8 +183,8 @@ def run(cfg: Mapping[str, Any], *, tags: Mapping[str, str] | None = None) -> Res
         else:
             baseline_bytes = _save(model, baseline_artifact, plan, data)
 
-        if plan.sensitivity is not None:
-            plan = _analyse(plan, model, data, run)
+        if plan.analysis is not None:
+            plan = _analyse(plan, model, data, run, baseline_bytes)
         compressed, stage, finetune = _compress(model, plan, data, context, progress, initial_state)
         artifact = plan.run_dir / "model.pt"
         artifact_bytes = _save(compressed, artifact, plan, data, stage)
@@ -195,6 +199,22 @@ def run(cfg: Mapping[str, Any], *, tags: Mapping[str, str] | None = None) -> Res
             on,
         )
         metrics = {**compare(base, ours), **stage.summary()}
+        converted = stage.conversion() is not None
+        if plan.measure.compiled_baseline is True or (
+            plan.measure.compiled_baseline == "auto" and converted
+        ):
+            metrics |= compiled_baseline_metrics(
+                model.to(on), returned, data.input_shape, plan.measure, on
+            )
+            model.to(device)
+        if plan.measure.onnx:
+            onnx, onnx_tags, onnx_file = onnx_metrics(
+                model, returned, data, plan.measure, plan.run_dir
+            )
+            metrics |= onnx
+            run.set_tags(onnx_tags)
+            if onnx_file is not None:
+                run.log_artifact(onnx_file, "model")
 
         run.log_histories(
             _histories(baseline.history, "baseline")
@@ -229,21 +249,41 @@ def run(cfg: Mapping[str, Any], *, tags: Mapping[str, str] | None = None) -> Res
         )
 
 
-def _parse_analysis(section: Mapping[str, Any] | None) -> SensitivityConfig | None:
+ANALYSES = ("none", "sensitivity", "bits")
+
+
+def _parse_analysis(
+    section: Mapping[str, Any] | None,
+) -> SensitivityConfig | BitSweepConfig | None:
     values = dict(section or {"name": "none"})
     name = values.pop("name", None)
-    require(
-        name in ("none", "sensitivity"),
-        f"unknown analysis '{name}'; choose one of: none, sensitivity",
-    )
-    return SensitivityConfig.parse(values, "analysis") if name == "sensitivity" else None
+    require(name in ANALYSES, f"unknown analysis '{name}'; choose one of: {', '.join(ANALYSES)}")
+    if name == "sensitivity":
+        return SensitivityConfig.parse(values, "analysis")
+    if name == "bits":
+        return from_mapping(BitSweepConfig, values, "analysis")
+    return None
 
 
-def _analyse(plan: Plan, model: nn.Module, data: DataBundle, run: Run) -> Plan:
-    """Per-layer sensitivity of the baseline, logged; with a target, the per-layer amounts
-    that reach it replace those of `method=prune` for the compression that follows."""
-    config = plan.sensitivity
-    assert config is not None
+def _analyse(plan: Plan, model: nn.Module, data: DataBundle, run: Run, baseline_bytes: int) -> Plan:
+    """Analyses of the baseline, logged: pruning sensitivity per layer (with a target, the
+    per-layer amounts that reach it replace those of `method=prune`), or a bit sweep."""
+    config = plan.analysis
+    if isinstance(config, BitSweepConfig):
+        scratch = plan.run_dir / ".bit_sweep.pt"
+
+        def size(rounded: nn.Module, stage: Stage) -> int:
+            return _save(rounded, scratch, plan, data, stage)
+
+        dense_acc, points = bit_sweep(model, data, config, size, plan.measure.eval_batch_size)
+        scratch.unlink(missing_ok=True)
+        csv_path = plan.run_dir / "bit_sweep.csv"
+        run.log_artifact(write_bits_csv(dense_acc, baseline_bytes, points, csv_path))
+        run.log_artifact(
+            plot_bits(dense_acc, baseline_bytes, points, plan.run_dir / "bit_sweep.png")
+        )
+        return plan
+    assert isinstance(config, SensitivityConfig)
     dense_acc, rows = layer_sensitivity(model, data, config, plan.measure.eval_batch_size)
     run.log_artifact(write_csv(dense_acc, rows, plan.run_dir / "sensitivity.csv"))
     run.log_artifact(plot(dense_acc, rows, plan.run_dir / "sensitivity.png"))

@@ -52,6 +52,24 @@ def summary_table(result: Result) -> Table:
             f"{ms:.3f} ms",
             f"{m[f'speedup/latency/b{batch}']:.2f}x",
         )
+    for batch in ours.latency_ms:
+        if f"baseline/latency_ms_compiled/b{batch}" in m:
+            table.add_row(
+                f"  vs fp32 compiled, batch {batch}",
+                f"{m[f'baseline/latency_ms_compiled/b{batch}']:.3f} ms",
+                "",
+                f"{m[f'speedup/latency_vs_compiled/b{batch}']:.2f}x",
+            )
+    for batch in ours.latency_ms:
+        if f"onnx/latency_ms/b{batch}" in m:
+            table.add_row(
+                f"ONNX Runtime, batch {batch}",
+                f"{m[f'baseline/onnx/latency_ms/b{batch}']:.3f} ms",
+                f"{m[f'onnx/latency_ms/b{batch}']:.3f} ms",
+                f"{m[f'speedup/onnx/b{batch}']:.2f}x",
+            )
+    if "quant/bits" in m:
+        table.add_row("weight bits (mean)", "32", f"{m['quant/bits']:.2f}", "")
     return table
 
 

@@ -75,7 +75,7 @@ class StaticInt8(MethodConfig):
     calibration_batches: int = 16
     observer: str = "histogram"
     per_channel: bool = True
-    symmetric: bool = False
+    symmetric: bool = True
     reduce_range: bool | str = "auto"
     skip: tuple[str, ...] = ()
 
@@ -111,7 +111,7 @@ class QuantAwareTraining(MethodConfig):
     gradual = False
     observer: str = "moving_average"
     per_channel: bool = True
-    symmetric: bool = False
+    symmetric: bool = True
     reduce_range: bool | str = "auto"
     skip: tuple[str, ...] = ()
 

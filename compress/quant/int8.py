@@ -38,7 +38,7 @@ class Recipe:
     kind: str
     observer: str = "histogram"
     per_channel: bool = True
-    symmetric: bool = False
+    symmetric: bool = True
     reduce_range: bool = False
     skip: tuple[str, ...] = ()
 
@@ -85,7 +85,9 @@ def _qconfig(recipe: Recipe) -> Any:
     from torch.ao.quantization import QConfig, observer
     from torch.ao.quantization.fake_quantize import FakeQuantize
 
-    act_scheme = torch.per_tensor_symmetric if recipe.symmetric else torch.per_tensor_affine
+    # Activations are affine (after a ReLU they are all >= 0: a symmetric range would
+    # waste half the codes); `symmetric` is about the weights, as in fbgemm's defaults.
+    act_scheme = torch.per_tensor_affine
     if recipe.per_channel:
         weight_scheme = (
             torch.per_channel_symmetric if recipe.symmetric else torch.per_channel_affine
@@ -96,7 +98,7 @@ def _qconfig(recipe: Recipe) -> Any:
             else observer.PerChannelMinMaxObserver
         )
     else:
-        weight_scheme = act_scheme
+        weight_scheme = torch.per_tensor_symmetric if recipe.symmetric else torch.per_tensor_affine
         weight_observer = (
             observer.MovingAverageMinMaxObserver
             if recipe.observer == "moving_average"
