@@ -3,7 +3,9 @@
 Each tensor is stored in the smallest exact encoding we have for it
 (`compress.encodings`): dense, sparse (bitmask or CSR), or, for weights a method
 quantized, N-bit codes with scales or a weight-sharing codebook. The file is a
-`torch.save` archive of plain containers, so it loads with `weights_only=True`.
+`torch.save` archive of plain containers, so it loads with `weights_only=True`; all its
+tensors live in one byte blob (`one_storage`), so small artifacts are not mostly zip
+headers.
 
 Formats: `compress.artifact/1` holds a model exactly as `build_model` makes it from its
 config. A model whose modules were shrunk (structured pruning removed channels) is
@@ -19,6 +21,7 @@ reject newer files instead of failing on a mismatch; this reader loads all three
 from __future__ import annotations
 
 import logging
+import math
 import os
 import tempfile
 from collections import OrderedDict
@@ -93,8 +96,69 @@ def save_artifact(
         if changes:
             payload["structure"] = changes
         payload["tensors"] = _encode_state(model.state_dict(), encodings or {})
-    atomic_torch_save(payload, path)
+    atomic_torch_save(one_storage(payload), path)
     return path.stat().st_size
+
+
+#: Byte alignment of each tensor in the blob (so that any dtype can view it there).
+_ALIGN = 8
+_REF = "blob_ref"
+
+
+def one_storage(payload: dict[str, Any]) -> dict[str, Any]:
+    """`payload` with every tensor moved into one byte buffer, `payload["blob"]`, and
+    replaced by a reference (offset, dtype, shape) to its bytes there.
+
+    `torch.save` writes each storage as its own zip record (~150 bytes of headers and
+    padding each); an artifact of a few kilobytes made of dozens of small tensors would
+    otherwise be largely overhead.
+    """
+    parts: list[torch.Tensor] = []
+    size = 0
+
+    def place(value: Any) -> Any:
+        nonlocal size
+        if isinstance(value, torch.Tensor) and not value.is_quantized:
+            raw = value.detach().cpu().contiguous().flatten().view(torch.uint8)
+            ref = {
+                _REF: size,
+                "dtype": str(value.dtype).removeprefix("torch."),
+                "shape": list(value.shape),
+            }
+            padded = -(-raw.numel() // _ALIGN) * _ALIGN
+            parts.append(torch.cat([raw, raw.new_zeros(padded - raw.numel())]))
+            size += padded
+            return ref
+        if isinstance(value, Mapping):
+            return {k: place(v) for k, v in value.items()}
+        if isinstance(value, tuple | list):
+            return type(value)(place(v) for v in value)
+        return value
+
+    placed = place(payload)
+    placed["blob"] = torch.cat(parts) if parts else torch.zeros(0, dtype=torch.uint8)
+    return placed
+
+
+def from_one_storage(payload: dict[str, Any]) -> dict[str, Any]:
+    """Inverse of `one_storage` (a payload without a blob is returned as it is)."""
+    if "blob" not in payload:
+        return payload
+    blob = payload.pop("blob")
+
+    def restore(value: Any) -> Any:
+        if isinstance(value, Mapping) and _REF in value:
+            dtype = getattr(torch, value["dtype"])
+            count = math.prod(value["shape"]) * torch.empty(0, dtype=dtype).element_size()
+            start = value[_REF]
+            return blob[start : start + count].view(dtype).view(value["shape"]).clone()
+        if isinstance(value, Mapping):
+            return {k: restore(v) for k, v in value.items()}
+        if isinstance(value, tuple | list):
+            return type(value)(restore(v) for v in value)
+        return value
+
+    return restore(payload)
 
 
 def _encode_state(state: Mapping[str, torch.Tensor], given: Mapping[str, Entry]) -> dict:
@@ -129,7 +193,7 @@ def _fresh_shapes(
 
 def load_artifact(path: Path) -> nn.Module:
     """Rebuild the model saved at `path` (on CPU, eval mode)."""
-    payload = torch.load(path, map_location="cpu", weights_only=True)
+    payload = from_one_storage(torch.load(path, map_location="cpu", weights_only=True))
     if payload.get("format") not in FORMATS:
         raise ValueError(f"{path} is not a compress artifact (one of {', '.join(FORMATS)})")
     spec = payload["model"]
@@ -151,9 +215,14 @@ def load_artifact(path: Path) -> nn.Module:
     return model.eval()
 
 
+def read_payload(path: Path) -> dict[str, Any]:
+    """The artifact's contents as plain containers and tensors (no model built)."""
+    return from_one_storage(torch.load(path, map_location="cpu", weights_only=True))
+
+
 def encodings(path: Path) -> dict[str, str]:
     """Which encoding each tensor of the artifact at `path` uses."""
-    payload = torch.load(path, map_location="cpu", weights_only=True)
+    payload = read_payload(path)
     return {name: e["encoding"] for name, e in payload["tensors"].items()}
 
 
