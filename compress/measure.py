@@ -11,7 +11,6 @@
 from __future__ import annotations
 
 import contextlib
-import itertools
 import statistics
 import time
 from collections.abc import Iterator, Sequence
@@ -22,7 +21,7 @@ from torch import nn
 
 from compress.config import MeasureConfig
 from compress.data import DataBundle
-from compress.modes import eval_mode
+from compress.modes import eval_mode, model_device
 from compress.train import accuracy
 
 MAC_TYPES = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
@@ -64,12 +63,6 @@ def count_params(model: nn.Module) -> int:
 
 def count_nonzero(model: nn.Module) -> int:
     return sum(int(_float(t).count_nonzero()) for t in model_tensors(model))
-
-
-def model_device(model: nn.Module) -> torch.device:
-    """Where `model`'s tensors live (CPU for a model without any)."""
-    tensor = next(itertools.chain(model.parameters(), model.buffers()), None)
-    return tensor.device if tensor is not None else torch.device("cpu")
 
 
 @dataclass(frozen=True)

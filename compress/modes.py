@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import itertools
 from collections.abc import Iterator
 
+import torch
 from torch import nn
 
 
@@ -22,3 +24,10 @@ def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
     finally:
         for module, training in modes.items():
             module.train(training)
+
+
+def model_device(model: nn.Module) -> torch.device:
+    """Where `model` computes: the device of its tensors; the CPU for a model without any
+    (a dynamic int8 model keeps its weights packed, outside parameters and buffers)."""
+    tensor = next(itertools.chain(model.parameters(), model.buffers()), None)
+    return tensor.device if tensor is not None else torch.device("cpu")

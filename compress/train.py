@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import itertools
 import logging
 import math
 import time
@@ -16,7 +15,7 @@ from torch import nn
 from compress.config import RuntimeConfig, TrainRecipe
 from compress.data import DataBundle, Split
 from compress.errors import TrainingDivergedError
-from compress.modes import eval_mode
+from compress.modes import eval_mode, model_device
 from compress.progress import Progress
 
 log = logging.getLogger(__name__)
@@ -81,7 +80,7 @@ def prepare_inputs(x: torch.Tensor, runtime: RuntimeConfig) -> torch.Tensor:
 @torch.inference_mode()
 def predict(model: nn.Module, x: torch.Tensor, batch_size: int = 1024) -> torch.Tensor:
     """Logits for every row of `x`, in eval mode; each module's mode is restored after."""
-    where = next(itertools.chain(model.parameters(), model.buffers()), x).device
+    where = model_device(model)
     with eval_mode(model):
         return torch.cat(
             [model(x[idx].to(where)).to(x.device) for idx in batches(len(x), batch_size, None)]

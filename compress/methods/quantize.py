@@ -26,6 +26,7 @@ from compress.methods.base import (
     register_method,
 )
 from compress.methods.masks import PRUNABLE_TYPES
+from compress.modes import model_device
 from compress.quant.int8 import (
     OBSERVERS,
     Recipe,
@@ -169,7 +170,7 @@ class Int8Stage(StageBase):
     def update(self, progress: float) -> bool:
         if progress < 1 or self.prepared is not None or self.recipe.kind == "dynamic":
             return False
-        example = torch.zeros((1, *self.context.input_shape), device=_device(self.model))
+        example = torch.zeros((1, *self.context.input_shape), device=model_device(self.model))
         self.prepared = prepare(self.model, self.recipe, example)
         if self.recipe.kind == "static":
             data = self.context.data
@@ -214,11 +215,6 @@ class Int8Stage(StageBase):
         if self.float_model is None:
             return None
         return Conversion(self.recipe.as_dict(), self.float_model)
-
-
-def _device(model: nn.Module) -> torch.device:
-    tensor = next(iter(model.parameters()), None)
-    return tensor.device if tensor is not None else torch.device("cpu")
 
 
 def _zero_masks(prepared: nn.Module) -> dict[str, torch.Tensor]:

@@ -9,8 +9,11 @@ model is smaller, not faster (that is what `quantize_static` / `qat` are for).
   (PTQ), or `qat: true` for fake quantization with a straight-through estimator during
   the fine-tune. `layers` sets bits per module-path pattern (mixed precision).
 - weight_sharing: k = 2**bits centroids per layer from k-means over its nonzero weights
-  (linear init, Han et al.); the fine-tune trains the centroids (each gets the sum of
-  its weights' gradients) while codes stay fixed.
+  (linear init, Han et al.); the fine-tune trains the centroids while codes stay fixed.
+  Han et al. give each centroid the sum of its weights' gradients; here it is divided by
+  the cluster's size (the mean), or a cluster of hundreds of weights takes steps
+  hundreds of times larger than one weight would, and at a usual fine-tune rate the
+  centroids cross each other and scramble the layer.
 
 Weights that are zero (pruned before, in a stack) stay zero and are stored sparsely.
 """
@@ -18,6 +21,7 @@ Weights that are zero (pruned before, in a stack) stay zero and are stored spars
 from __future__ import annotations
 
 import csv
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -249,6 +253,9 @@ class SharingStage(StageBase):
             parametrize.register_parametrization(
                 module, "weight", _Shared(centroids, codes, mask), unsafe=True
             )
+            sizes = torch.bincount(codes, minlength=centroids.numel()).clamp(min=1)
+            original = module.parametrizations.weight.original
+            original.register_hook(functools.partial(torch.div, other=sizes.to(original)))
         return True
 
     def finalize(self, model: nn.Module) -> nn.Module:

@@ -25,6 +25,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from compress.modes import model_device
+
 KINDS = ("dynamic", "static", "qat")
 OBSERVERS = ("minmax", "moving_average", "histogram")
 STATIC_TYPES = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
@@ -181,5 +183,6 @@ def rebuild(model: nn.Module, recipe: Mapping[str, Any], input_shape: tuple[int,
 def calibrate(prepared: nn.Module, x: torch.Tensor, batches: int, batch_size: int) -> None:
     """Run `batches` batches of `x` through a prepared model so its observers see data."""
     prepared.eval()
+    device = model_device(prepared)
     for start in range(0, min(len(x), batches * batch_size), batch_size):
-        prepared(x[start : start + batch_size])
+        prepared(x[start : start + batch_size].to(device))
