@@ -77,8 +77,10 @@ def save_artifact(
     }
     fresh = _fresh_shapes(model_config, tuple(input_shape), num_classes)
     if conversion is not None:
+        from compress.quant.int8 import portable_state
+
         changes = changed_structure(conversion.float_model, fresh)
-        state = model.state_dict()
+        state = portable_state(model)
         float_state = conversion.float_model.state_dict()
         payload: dict[str, Any] = {
             "format": QUANTIZED_FORMAT,
@@ -200,14 +202,14 @@ def load_artifact(path: Path) -> nn.Module:
     input_shape = tuple(spec["input_shape"])
     model = build_model(spec["config"], input_shape, spec["num_classes"])
     if payload["format"] == QUANTIZED_FORMAT:
-        from compress.quant.int8 import rebuild
+        from compress.quant.int8 import load_portable_state, rebuild
 
         shapes = {n: torch.empty(s, device="meta") for n, s in payload["float_shapes"].items()}
         reshape(model, payload["structure"], shapes)
         model = rebuild(model, payload["conversion"], input_shape)
         state = OrderedDict((n, decode_value(e)) for n, e in payload["tensors"].items())
         state._metadata = OrderedDict(payload["versions"])  # type: ignore[attr-defined]
-        model.load_state_dict(state)
+        load_portable_state(model, state)
         return model.eval()
     state = {name: decode(e) for name, e in payload["tensors"].items()}
     reshape(model, payload.get("structure", {}), state)

@@ -1,10 +1,11 @@
 """Every figure we report, measured on the model as it really is.
 
 - params / nonzeros: parameter elements, and those that are not zero.
-- MACs: multiply-accumulates of conv and linear layers for one sample. `dense` is what
-  a dense kernel executes for this architecture; `nonzero` counts only products with a
-  nonzero weight (what a sparse kernel would execute). Other ops (norms, pooling,
-  activations) are not counted; they are a small share in these models.
+- MACs: multiply-accumulates of conv, linear and recurrent (LSTM/GRU) layers for one
+  sample. `dense` is what a dense kernel executes for this architecture; `nonzero`
+  counts only products with a nonzero weight (what a sparse kernel would execute).
+  Other ops (norms, pooling, activations, gate nonlinearities) are not counted; they
+  are a small share in these models.
 - latency: median wall time of a forward pass after warm-up, with a fixed thread count.
 """
 
@@ -15,6 +16,7 @@ import statistics
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -45,6 +47,20 @@ def layer_weight(module: nn.Module) -> torch.Tensor:
     return weight() if callable(weight) else weight
 
 
+def _dynamic_rnn_type() -> type:
+    from torch.ao.nn.quantized.dynamic.modules.rnn import RNNBase
+
+    return RNNBase
+
+
+def rnn_weights(module: nn.Module) -> dict[str, torch.Tensor]:
+    """Weights and biases of a float or dynamic-int8 LSTM/GRU, by name (weight_ih_l0...)."""
+    if isinstance(module, _dynamic_rnn_type()):
+        parts = module._weight_bias()
+        return {**parts["weight"], **parts["bias"]}
+    return dict(module.named_parameters())
+
+
 def model_tensors(model: nn.Module) -> list[torch.Tensor]:
     """The learned tensors of `model`: its parameters, and the packed weights and biases
     of int8 layers (which are not parameters)."""
@@ -54,6 +70,8 @@ def model_tensors(model: nn.Module) -> list[torch.Tensor]:
         if isinstance(module, quantized):
             bias = module.bias()
             tensors += [layer_weight(module)] + ([bias] if bias is not None else [])
+        elif isinstance(module, _dynamic_rnn_type()):
+            tensors += list(rnn_weights(module).values())
     return tensors
 
 
@@ -86,8 +104,19 @@ def count_macs(model: nn.Module, input_shape: tuple[int, ...]) -> Macs:
         dense += positions * weight.numel()
         nonzero += positions * int(per_channel_nonzero.sum())
 
+    def rnn_hook(module: nn.Module, inputs: tuple[torch.Tensor, ...], output: Any) -> None:
+        # Each step multiplies every gate's weights once (input and recurrent): the MACs of
+        # one sample are steps x weight elements; the steps are the input's time axis.
+        nonlocal dense, nonzero
+        steps = inputs[0].shape[1 if module.batch_first else 0]
+        weights = [_float(w) for n, w in rnn_weights(module).items() if n.startswith("weight")]
+        dense += steps * sum(w.numel() for w in weights)
+        nonzero += steps * sum(int(w.count_nonzero()) for w in weights)
+
     types = MAC_TYPES + _quantized_layer_types()
+    rnns = (nn.LSTM, nn.GRU, _dynamic_rnn_type())
     handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, types)]
+    handles += [m.register_forward_hook(rnn_hook) for m in model.modules() if isinstance(m, rnns)]
     try:
         with eval_mode(model):
             model(torch.zeros((1, *input_shape), device=model_device(model)))

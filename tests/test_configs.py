@@ -24,6 +24,7 @@ TYPICAL_INPUT = {
     "resnet20": (3, 32, 32),
     "resnet56": (3, 32, 32),
     "torchvision": (3, 32, 32),
+    "rnn": (1, 8, 8),
 }
 
 

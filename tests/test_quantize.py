@@ -27,7 +27,7 @@ from compress.config import RuntimeConfig, TrainRecipe
 from compress.data import DataBundle, load_dataset
 from compress.encodings import decode, payload_bytes
 from compress.errors import ConfigError
-from compress.measure import torch_threads
+from compress.measure import count_macs, count_params, torch_threads
 from compress.methods import MethodContext, Stage, apply_method, parse_method
 from compress.methods.masks import prunable_weights
 from compress.models import build_model
@@ -521,3 +521,38 @@ def test_bad_bits_on_the_command_line_is_one_line_and_no_run(tmp_path: Path) -> 
     assert "baseline" not in done.stdout
     assert not any(r.info.status == "FINISHED" for r in mlflow_runs(tmp_path))
     assert not (tmp_path / "cache").exists()
+
+
+# --- recurrent layers ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_dynamic_int8_recurrent_layers_round_trip(tmp_path: Path, cell: str) -> None:
+    cfg = {"name": "rnn", "cell": cell, "hidden": 32, "layers": 2}
+    shape = (1, 8, 8)
+    model = build_model(cfg, shape, 10).eval()
+    stage = apply_method(model, parse_method({"name": "quantize_dynamic"}), MethodContext(shape))
+    stage.update(1.0)
+    quantized = stage.finalize(model)
+    assert type(quantized.rnn).__module__.startswith("torch.ao.nn.quantized.dynamic")
+    weights = quantized.rnn._weight_bias()["weight"]
+    assert len(weights) == 4 and all(w.dtype == torch.qint8 for w in weights.values())
+    path = tmp_path / "rnn.pt"
+    size = save_artifact(
+        quantized,
+        path,
+        model_config=cfg,
+        input_shape=shape,
+        num_classes=10,
+        conversion=stage.conversion(),
+    )
+    dense = save_artifact(
+        model, tmp_path / "dense.pt", model_config=cfg, input_shape=shape, num_classes=10
+    )
+    assert size < dense / 2.5  # int8 weights; float biases and headers take the rest
+    x = torch.randn(16, *shape, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert torch.equal(load_artifact(path)(x), quantized(x))
+    # The recurrent weights count as parameters and as multiply-accumulates.
+    assert count_params(quantized) == count_params(model)
+    assert count_macs(quantized, shape).dense == count_macs(model, shape).dense > 0

@@ -20,7 +20,7 @@ from compress.modes import eval_mode
 
 # Imported for their @register side effect; this order is the order of MODEL_NAMES.
 # isort: off
-from compress.models import mlp, lenet, small_cnn, resnet_cifar, zoo  # noqa: F401
+from compress.models import mlp, lenet, small_cnn, resnet_cifar, rnn, zoo  # noqa: F401
 # isort: on
 
 __all__ = ["MODEL_NAMES", "build_model"]
