@@ -13,6 +13,7 @@ from its summary, i.e. from the saved artifact loaded back. Latency: 1 thread, m
 - dynamic_lenet300: LeNet-300-100, dynamic int8. Target: >= 1.3x faster at batch 256.
 - ptq_4bit / qat_4bit: LeNet-5 weights on a 4-bit per-channel grid, rounded after
   training vs trained with fake quantization. Target: QAT at least as accurate.
+  ptq_2bit / qat_2bit: the same at 2 bits, where rounding alone loses accuracy.
 - bit_sweep: LeNet-5 weights at 8..2 bits without fine-tuning (analysis=bits); the PNG
   and CSV are copied to outputs/benchmarks/.
 - deep_compression: LeNet-300-100, Han's per-layer pruning (keep 8/9/26%, 4 iterative
@@ -67,6 +68,15 @@ STUDIES: dict[str, list[str]] = {
         *LENET5,
         "method=quantize_weights",
         "method.bits=4",
+        "method.qat=true",
+        "schedule.finetune.epochs=3",
+        "schedule.finetune.lr=0.001",
+    ],
+    "ptq_2bit": [*LENET5, "method=quantize_weights", "method.bits=2"],
+    "qat_2bit": [
+        *LENET5,
+        "method=quantize_weights",
+        "method.bits=2",
         "method.qat=true",
         "schedule.finetune.epochs=3",
         "schedule.finetune.lr=0.001",
@@ -186,6 +196,8 @@ ROWS: dict[str, Callable[[str, dict], list[tuple[str, str, str, str]]]] = {
     "dynamic_lenet300": dynamic_rows,
     "ptq_4bit": four_bit_rows,
     "qat_4bit": four_bit_rows,
+    "ptq_2bit": four_bit_rows,
+    "qat_2bit": four_bit_rows,
     "deep_compression": deep_compression_rows,
 }
 
