@@ -11,7 +11,7 @@ there during fine-tuning, and their int8 codes are stored sparsely.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -66,14 +66,11 @@ class DynamicInt8(MethodConfig):
 
 
 @dataclass(frozen=True)
-class StaticInt8(MethodConfig):
-    """Int8 weights and activations; activation ranges from `calibration_batches` batches
-    of the train split. `skip` leaves layers in float (mixed precision)."""
+class _Int8Options(MethodConfig):
+    """What static quantization and QAT share: how ranges are observed and stored."""
 
-    name = "quantize_static"
-    finetunes = False
+    kind: ClassVar[str]
     gradual = False
-    calibration_batches: int = 16
     observer: str = "histogram"
     per_channel: bool = True
     symmetric: bool = True
@@ -81,20 +78,17 @@ class StaticInt8(MethodConfig):
     skip: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
+        allowed = OBSERVERS if self.kind == "static" else ("minmax", "moving_average")
         require(
-            self.calibration_batches >= 1,
-            f"method.calibration_batches must be >= 1 (static quantization needs data to "
-            f"set activation ranges), got {self.calibration_batches}",
-        )
-        require(
-            self.observer in OBSERVERS,
-            f"method.observer '{self.observer}' unknown; choose one of: {', '.join(OBSERVERS)}",
+            self.observer in allowed,
+            f"method.observer '{self.observer}' cannot drive method '{self.name}'; "
+            f"choose one of: {', '.join(allowed)}",
         )
         _check_reduce_range(self.reduce_range)
 
     def recipe(self) -> Recipe:
         return Recipe(
-            "static",
+            self.kind,
             observer=self.observer,
             per_channel=self.per_channel,
             symmetric=self.symmetric,
@@ -104,42 +98,38 @@ class StaticInt8(MethodConfig):
 
 
 @dataclass(frozen=True)
-class QuantAwareTraining(MethodConfig):
+class StaticInt8(_Int8Options):
+    """Int8 weights and activations; activation ranges from `calibration_batches` batches
+    of the train split. `skip` leaves layers in float (mixed precision)."""
+
+    name = "quantize_static"
+    kind = "static"
+    finetunes = False
+    calibration_batches: int = 16
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        require(
+            self.calibration_batches >= 1,
+            f"method.calibration_batches must be >= 1 (static quantization needs data to "
+            f"set activation ranges), got {self.calibration_batches}",
+        )
+
+
+@dataclass(frozen=True)
+class QuantAwareTraining(_Int8Options):
     """Fake int8 quantization of weights and activations during the fine-tune (the
     network learns around the rounding), then conversion to a real int8 model."""
 
     name = "qat"
-    gradual = False
+    kind = "qat"
     observer: str = "moving_average"
-    per_channel: bool = True
-    symmetric: bool = True
-    reduce_range: bool | str = "auto"
-    skip: tuple[str, ...] = ()
-
-    def __post_init__(self) -> None:
-        qat_observers = ("minmax", "moving_average")
-        require(
-            self.observer in qat_observers,
-            f"method.observer '{self.observer}' cannot drive QAT; choose one of: "
-            f"{', '.join(qat_observers)}",
-        )
-        _check_reduce_range(self.reduce_range)
 
     def check(self, finetune_epochs: int) -> None:
         require(
             finetune_epochs >= 1,
             "method 'qat' trains with fake quantization: schedule.finetune.epochs must be "
             f">= 1, got {finetune_epochs}",
-        )
-
-    def recipe(self) -> Recipe:
-        return Recipe(
-            "qat",
-            observer=self.observer,
-            per_channel=self.per_channel,
-            symmetric=self.symmetric,
-            reduce_range=_reduce_range(self.reduce_range),
-            skip=tuple(self.skip),
         )
 
 

@@ -48,6 +48,14 @@ def _check_bits(bits: int, option: str, low: int = MIN_BITS, high: int = MAX_BIT
     )
 
 
+def _check_layer_bits(config: Any, low: int = MIN_BITS) -> None:
+    """Normalise `config.layers` (keys as strings) and check each layer's bits."""
+    layers = {str(k): v for k, v in (config.layers or {}).items()}
+    object.__setattr__(config, "layers", layers)
+    for pattern, bits in layers.items():
+        _check_bits(bits, f"method.layers['{pattern}']", low)
+
+
 def _layer_bits(
     model: nn.Module, bits: int, overrides: dict[str, int], exclude: tuple[str, ...], method: str
 ) -> dict[str, int]:
@@ -89,9 +97,7 @@ class WeightQuantization(MethodConfig):
             f"{', '.join(GRANULARITIES)}",
         )
         require(self.group_size >= 1, f"method.group_size must be >= 1, got {self.group_size}")
-        object.__setattr__(self, "layers", {str(k): v for k, v in (self.layers or {}).items()})
-        for pattern, bits in self.layers.items():
-            _check_bits(bits, f"method.layers['{pattern}']")
+        _check_layer_bits(self)
 
     @property
     def finetunes(self) -> bool:  # type: ignore[override]
@@ -120,7 +126,22 @@ class _FakeQuantized(nn.Module):
         )
 
 
-class WeightGridStage(StageBase):
+class _BitsStage(StageBase):
+    """Per-layer bits: their weighted mean as `quant/bits` and a per-layer table."""
+
+    bits: dict[str, int]
+    modules: dict[str, nn.Module]
+
+    def summary(self) -> dict[str, float]:
+        sizes = {p: self.modules[p].weight.numel() for p in self.bits}
+        total = sum(sizes.values())
+        return {"quant/bits": sum(self.bits[p] * n for p, n in sizes.items()) / total}
+
+    def artifacts(self, folder: Path) -> list[Path]:
+        return [_bits_table(folder / "layer_bits.csv", self.bits, self.modules)]
+
+
+class WeightGridStage(_BitsStage):
     def __init__(self, model: nn.Module, config: WeightQuantization) -> None:
         self.config = config
         self.modules = dict(model.named_modules())
@@ -176,14 +197,6 @@ class WeightGridStage(StageBase):
     def encodings(self) -> dict[str, Entry]:
         return {f"{path}.weight": packed_entry(grid) for path, grid in self.grids.items()}
 
-    def summary(self) -> dict[str, float]:
-        sizes = {p: self.modules[p].weight.numel() for p in self.bits}
-        total = sum(sizes.values())
-        return {"quant/bits": sum(self.bits[p] * n for p, n in sizes.items()) / total}
-
-    def artifacts(self, folder: Path) -> list[Path]:
-        return [_bits_table(folder / "layer_bits.csv", self.bits, self.modules)]
-
 
 @dataclass(frozen=True)
 class WeightSharing(MethodConfig):
@@ -203,9 +216,7 @@ class WeightSharing(MethodConfig):
             f"method.init '{self.init}' unknown; choose one of: {', '.join(INITS)}",
         )
         require(self.iterations >= 0, f"method.iterations must be >= 0, got {self.iterations}")
-        object.__setattr__(self, "layers", {str(k): v for k, v in (self.layers or {}).items()})
-        for pattern, bits in self.layers.items():
-            _check_bits(bits, f"method.layers['{pattern}']", 1, MAX_BITS)
+        _check_layer_bits(self, 1)
 
 
 class _Shared(nn.Module):
@@ -225,7 +236,7 @@ class _Shared(nn.Module):
         return self.initial.to(weight.device, weight.dtype)
 
 
-class SharingStage(StageBase):
+class SharingStage(_BitsStage):
     def __init__(self, model: nn.Module, config: WeightSharing) -> None:
         self.config = config
         self.modules = dict(model.named_modules())
@@ -273,14 +284,6 @@ class SharingStage(StageBase):
 
     def encodings(self) -> dict[str, Entry]:
         return {f"{p}.weight": codebook_entry(*book) for p, book in self.books.items()}
-
-    def summary(self) -> dict[str, float]:
-        sizes = {p: self.modules[p].weight.numel() for p in self.bits}
-        total = sum(sizes.values())
-        return {"quant/bits": sum(self.bits[p] * n for p, n in sizes.items()) / total}
-
-    def artifacts(self, folder: Path) -> list[Path]:
-        return [_bits_table(folder / "layer_bits.csv", self.bits, self.modules)]
 
 
 def _bits_table(path: Path, bits: dict[str, int], modules: dict[str, Any]) -> Path:
