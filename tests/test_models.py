@@ -27,7 +27,7 @@ def linears(model: nn.Module) -> list[nn.Linear]:
 
 def test_model_names() -> None:
     assert MODEL_NAMES == (
-        "mlp", "lenet300", "lenet5", "small_cnn", "resnet20", "resnet56", "torchvision",
+        "mlp", "lenet300", "lenet5", "small_cnn", "resnet20", "resnet56", "rnn", "torchvision",
     )  # fmt: skip
 
 

@@ -556,3 +556,37 @@ def test_dynamic_int8_recurrent_layers_round_trip(tmp_path: Path, cell: str) -> 
     # The recurrent weights count as parameters and as multiply-accumulates.
     assert count_params(quantized) == count_params(model)
     assert count_macs(quantized, shape).dense == count_macs(model, shape).dense > 0
+
+
+# --- reduce_range -------------------------------------------------------------------------------
+
+
+def test_reduce_range_follows_the_cpu_unless_set() -> None:
+    from compress.quant.int8 import cpu_needs_reduce_range
+
+    # x86 without VNNI saturates int16 sums in int8 dot products: 7-bit activations there.
+    assert cpu_needs_reduce_range() == (not torch.cpu._is_vnni_supported())
+    auto = parse_method({"name": "quantize_static"}).recipe()
+    assert auto.reduce_range == cpu_needs_reduce_range()
+    for forced in (True, False):
+        recipe = parse_method({"name": "qat", "reduce_range": forced}).recipe()
+        assert recipe.reduce_range is forced
+    with pytest.raises(ConfigError, match="reduce_range must be auto, true or false"):
+        parse_method({"name": "quantize_static", "reduce_range": "sometimes"})
+
+
+def test_reduce_range_gives_7_bit_activations(tmp_path: Path) -> None:
+    model = build_model({"name": "mlp", "hidden": [16]}, (1, 8, 8), 10).eval()
+    x = torch.randn(64, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    context = MethodContext((1, 8, 8), batch_size=64)
+    ranges = {}
+    for forced in (True, False):
+        config = parse_method({"name": "qat", "reduce_range": forced, "observer": "minmax"})
+        stage = apply_method(model, config, context)
+        stage.update(1.0)
+        stage.training_module(model)(x)  # the fake quantizers observe a batch
+        fake = [
+            m for m in stage.training_module(model).modules() if isinstance(m, FakeQuantizeBase)
+        ]
+        ranges[forced] = {int(m.quant_max) for m in fake if m.dtype == torch.quint8}
+    assert ranges[True] == {127} and ranges[False] == {255}

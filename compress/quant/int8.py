@@ -115,12 +115,14 @@ def _qconfig(recipe: Recipe) -> Any:
     act = {"dtype": torch.quint8, "qscheme": act_scheme, "reduce_range": recipe.reduce_range}
     weight = {"dtype": torch.qint8, "qscheme": weight_scheme}
     if recipe.kind == "qat":
+        # The fake quantizer's own range carries the reduction; the observer must not
+        # halve it again (it would, given reduce_range too: 6-bit activations).
         return QConfig(
             activation=FakeQuantize.with_args(
                 observer=act_observer,
                 quant_min=0,
                 quant_max=127 if recipe.reduce_range else 255,
-                **act,
+                **(act | {"reduce_range": False}),
             ),
             weight=FakeQuantize.with_args(
                 observer=weight_observer, quant_min=-128, quant_max=127, **weight
