@@ -36,7 +36,11 @@ from compress.config import (
     require,
 )
 from compress.data import DataBundle, load_dataset
-from compress.measure import Measurement, compare, measure_models
+from compress.distill.config import DistillConfig
+from compress.distill.objective import DistillObjective
+from compress.distill.setup import check_distill, teacher_from_artifact
+from compress.distill.teacher import Teacher
+from compress.measure import Measurement, compare, count_params, measure_models
 from compress.methods import MethodConfig, MethodContext, Stage, apply_method, parse_method
 from compress.methods.prune import UnstructuredPruning
 from compress.methods.stack import Stack, StackStage, Step
@@ -59,7 +63,7 @@ from compress.sensitivity import (
     write_csv,
 )
 from compress.tracking import Run, flatten
-from compress.train import EpochStats, fit
+from compress.train import EpochStats, accuracy, fit
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +85,7 @@ class Plan:
     outputs: Path
     run_dir: Path
     analysis: SensitivityConfig | BitSweepConfig | None = None
+    distill: DistillConfig | None = None
 
     @classmethod
     def from_config(cls, cfg: Mapping[str, Any]) -> Plan:
@@ -105,6 +110,7 @@ class Plan:
             outputs=paths["outputs"],
             run_dir=paths["run_dir"],
             analysis=_parse_analysis(cfg.get("analysis")),
+            distill=DistillConfig.parse(cfg.get("distill")),
         )
 
     def tags(self) -> dict[str, str]:
@@ -146,8 +152,12 @@ def run(cfg: Mapping[str, Any], *, tags: Mapping[str, str] | None = None) -> Res
     context = MethodContext(data.input_shape, data, plan.finetune.batch_size)
     # Dry run of the method at its full target on a throwaway copy, and of the schedule
     # against the fine-tune: their config errors surface before any training.
-    apply_method(copy.deepcopy(model), plan.method, context).update(1.0)
+    dry_model = copy.deepcopy(model)
+    dry_stage = apply_method(dry_model, plan.method, context)
+    dry_stage.update(1.0)
     plan.method.check(plan.finetune.epochs)
+    if plan.distill is not None:
+        check_distill(plan.distill, plan.method, dry_stage, dry_model, model, data)
     steps_per_epoch = math.ceil(len(data.train) / plan.finetune.batch_size)
     plan.schedule.check(plan.method, plan.finetune, steps_per_epoch)
     model = model.to(device)
@@ -185,7 +195,13 @@ def run(cfg: Mapping[str, Any], *, tags: Mapping[str, str] | None = None) -> Res
 
         if plan.analysis is not None:
             plan = _analyse(plan, model, data, run, baseline_bytes)
-        compressed, stage, finetune = _compress(model, plan, data, context, progress, initial_state)
+        teacher = None
+        if plan.distill is not None:
+            teacher, teacher_metrics = _teacher(plan, model, baseline_bytes, data, device, progress)
+            run.log_metrics(teacher_metrics)
+        compressed, stage, finetune = _compress(
+            model, plan, data, context, progress, initial_state, teacher
+        )
         artifact = plan.run_dir / "model.pt"
         artifact_bytes = _save(compressed, artifact, plan, data, stage)
         # Measure what the user gets: the artifact loaded back, not the object in memory.
@@ -311,9 +327,11 @@ def _compress(
     context: MethodContext,
     progress: Progress,
     initial_state: dict[str, torch.Tensor],
+    teacher: Teacher | None = None,
 ) -> tuple[nn.Module, Stage, Finetune]:
     """Compress a copy of the baseline, stage by stage (one stage unless the method is a
-    stack), each on its schedule with its fine-tune; make it real."""
+    stack), each on its schedule with its fine-tune (distilled from `teacher` when the
+    run distills); make it real."""
     model = copy.deepcopy(baseline)
     method = plan.method
     steps = method.steps() if isinstance(method, Stack) else [Step(method.name, method, None)]
@@ -325,6 +343,19 @@ def _compress(
         if step.epochs is not None:
             recipe = dataclasses.replace(recipe, epochs=step.epochs)
         if step.config.finetunes and recipe.epochs > 0:
+            objective = None
+            if teacher is not None and plan.distill is not None:
+                if not step.config.gradual:
+                    stage.update(1.0)  # the module to distill into exists from here on
+                objective = DistillObjective(
+                    plan.distill,
+                    teacher,
+                    stage.training_module(model),
+                    data.input_shape,
+                    recipe.label_smoothing,
+                )
+                if plan.distill.cache_teacher:
+                    teacher.cache_train(data.train.x)
             part = run_schedule(
                 plan.schedule if index == 0 else OneShot(),
                 stage,
@@ -335,6 +366,7 @@ def _compress(
                 seed=plan.seed + 1 + index,
                 progress=progress,
                 rewind=_rewinder(plan, data, initial_state, progress),
+                objective=objective,
             )
             finetune.extend(part)
         else:
@@ -342,6 +374,49 @@ def _compress(
         model = stage.finalize(model)
         stages.append(stage)
     return model, stages[0] if len(stages) == 1 else StackStage(stages), finetune
+
+
+def _teacher(
+    plan: Plan,
+    baseline: nn.Module,
+    baseline_bytes: int,
+    data: DataBundle,
+    device: torch.device,
+    progress: Progress,
+) -> tuple[Teacher, dict[str, float]]:
+    """The teacher (the baseline, a teacher model trained and cached like a baseline, or a
+    saved artifact) and its figures: accuracy, params, artifact bytes."""
+    config = plan.distill
+    assert config is not None
+    if config.teacher_artifact is not None:
+        model = teacher_from_artifact(config.teacher_artifact, data).to(device)
+        size = Path(config.teacher_artifact).stat().st_size
+    elif config.teacher is not None:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(plan.seed)
+            model = build_model(config.teacher, data.input_shape, data.num_classes).to(device)
+        key = baseline_key(config.teacher, data, plan.train, plan.seed, plan.runtime, device)
+        load_or_train(
+            model,
+            data,
+            plan.train,
+            plan.runtime,
+            seed=plan.seed,
+            key=key,
+            cache_dir=plan.outputs / "cache" / "baselines",
+            progress=progress,
+        )
+        path = plan.outputs / "cache" / "baseline_artifacts" / f"{key}.pt"
+        teacher_plan = dataclasses.replace(plan, model=dict(config.teacher))
+        size = path.stat().st_size if path.exists() else _save(model, path, teacher_plan, data)
+    else:
+        model, size = copy.deepcopy(baseline), baseline_bytes
+    metrics = {
+        "teacher/acc": accuracy(model, data.test, plan.measure.eval_batch_size),
+        "teacher/params": float(count_params(model)),
+        "teacher/bytes": float(size),
+    }
+    return Teacher(model, batch_size=plan.measure.eval_batch_size), metrics
 
 
 def _rewinder(
@@ -387,7 +462,7 @@ def _save(
     return save_artifact(
         model,
         path,
-        model_config=plan.model,
+        model_config=(stage.model_config() if stage else None) or plan.model,
         input_shape=data.input_shape,
         num_classes=data.num_classes,
         encodings=stage.encodings() if stage else None,

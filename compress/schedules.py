@@ -27,7 +27,7 @@ from compress.data import DataBundle
 from compress.errors import ConfigError
 from compress.methods import MethodConfig, Stage
 from compress.progress import Progress
-from compress.train import EpochStats, fit
+from compress.train import EpochStats, Objective, fit
 
 #: Recipe keys in the schedule section; everything else belongs to the schedule itself.
 RECIPES = ("train", "finetune")
@@ -158,8 +158,10 @@ def run_schedule(
     seed: int,
     progress: Progress | None = None,
     rewind: Callable[[], Mapping[str, Any]] | None = None,
+    objective: Objective | None = None,
 ) -> Finetune:
-    """Compress `model` through `stage` on `schedule`, fine-tuning with `recipe`."""
+    """Compress `model` through `stage` on `schedule`, fine-tuning with `recipe` (and
+    `objective` as the loss instead of cross-entropy, e.g. distillation)."""
     result = Finetune()
     steps_per_epoch = math.ceil(len(data.train) / recipe.batch_size)
     step = 0
@@ -183,6 +185,7 @@ def run_schedule(
             label=label,
             after_step=after_step,
             progress=progress,
+            objective=objective,
         )
         result.history += [dataclasses.replace(s, epoch=s.epoch + offset) for s in stats]
 

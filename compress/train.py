@@ -6,8 +6,9 @@ import contextlib
 import logging
 import math
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from typing import Protocol
 
 import torch
 from torch import nn
@@ -35,8 +36,22 @@ class EpochStats:
     seconds: float
 
 
-def make_optimizer(model: nn.Module, recipe: TrainRecipe) -> torch.optim.Optimizer:
-    params = [p for p in model.parameters() if p.requires_grad]
+class Objective(Protocol):
+    """A training loss other than cross-entropy (e.g. distillation from a teacher)."""
+
+    def __call__(
+        self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, idx: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(loss, logits) of `model` on the batch `x, y` = rows `idx` of the train split."""
+
+    def parameters(self) -> Iterable[nn.Parameter]:
+        """Parameters the objective trains beside the model's (e.g. hint adapters)."""
+
+
+def make_optimizer(
+    model: nn.Module, recipe: TrainRecipe, extra: Iterable[nn.Parameter] = ()
+) -> torch.optim.Optimizer:
+    params = [p for p in model.parameters() if p.requires_grad] + list(extra)
     if recipe.optimizer == "sgd":
         return torch.optim.SGD(
             params,
@@ -106,6 +121,7 @@ def fit(
     after_step: Callable[[], bool | None] | None = None,
     progress: Progress | None = None,
     stop_after: int | None = None,
+    objective: Objective | None = None,
 ) -> list[EpochStats]:
     """Train `model` in place on `data.train` with `recipe`; return per-epoch statistics.
 
@@ -114,12 +130,14 @@ def fit(
     optimizer step; when it returns True the parameters were replaced (channels
     removed) and the optimizer is rebuilt over the new ones. `stop_after` ends training
     after that many epochs of the recipe (its learning-rate schedule unchanged).
+    `objective` replaces cross-entropy (its own parameters are trained too).
     """
     torch.manual_seed(seed)
     shuffle = torch.Generator().manual_seed(seed)
     device = data.train.x.device
     step_model = torch.compile(model) if runtime.compile else model
-    optimizer = make_optimizer(model, recipe)
+    extra = list(objective.parameters()) if objective is not None else []
+    optimizer = make_optimizer(model, recipe, extra)
     loss_fn = nn.CrossEntropyLoss(label_smoothing=recipe.label_smoothing)
     x_all, y_all = prepare_inputs(data.train.x, runtime), data.train.y
     n = len(y_all)
@@ -136,15 +154,18 @@ def fit(
         for step, idx in enumerate(batches(n, recipe.batch_size, shuffle), start=1):
             x, y = x_all[idx], y_all[idx]
             with autocast(runtime, device):
-                logits = step_model(x)
-                loss = loss_fn(logits, y)
+                if objective is None:
+                    logits = step_model(x)
+                    loss = loss_fn(logits, y)
+                else:
+                    loss, logits = objective(step_model, x, y, idx)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if recipe.bn_l1:
                 add_bn_l1_subgradient(model, recipe.bn_l1)
             optimizer.step()
             if after_step is not None and after_step():
-                optimizer = make_optimizer(model, recipe)
+                optimizer = make_optimizer(model, recipe, extra)
                 for group in optimizer.param_groups:
                     group["lr"] = lr
             loss_sum += loss.detach() * len(idx)

@@ -6,6 +6,7 @@ from compress.methods import (  # noqa: F401  (registration side effects)
     prune,
     quantize,
     stack,
+    student,
     weights,
 )
 from compress.methods.base import (

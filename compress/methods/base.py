@@ -93,6 +93,10 @@ class Stage(Protocol):
     def conversion(self) -> Conversion | None:
         """How the finalized model was converted to real integer kernels, if it was."""
 
+    def model_config(self) -> dict[str, Any] | None:
+        """The config of the architecture the stage returns, if not the experiment's own
+        (a student); the artifact records it."""
+
 
 class StageBase:
     """Defaults for the parts of a `Stage` most stages do not need."""
@@ -113,6 +117,9 @@ class StageBase:
         return {}
 
     def conversion(self) -> Conversion | None:
+        return None
+
+    def model_config(self) -> dict[str, Any] | None:
         return None
 
 

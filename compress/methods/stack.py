@@ -117,6 +117,10 @@ class StackStage(StageBase):
     def conversion(self) -> Conversion | None:
         return self.stages[-1].conversion()
 
+    def model_config(self) -> dict[str, Any] | None:
+        configs = [c for stage in self.stages if (c := stage.model_config()) is not None]
+        return configs[-1] if configs else None
+
 
 class _AppliedAtOnce(StackStage):
     """A stack applied without fine-tuning: every stage at its full target, in order

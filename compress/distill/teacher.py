@@ -1,0 +1,79 @@
+"""The teacher: a frozen model whose outputs on the train split are computed once.
+
+Our data path has no random augmentation, so the teacher sees the same train images in
+every epoch; its logits (and the features its taps record) are computed once, kept on
+the device, and looked up by row. `forward_batches` counts the batches the teacher
+actually ran, so a cache that is not used shows.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from compress.distill.config import LOGITS
+from compress.distill.taps import recording
+from compress.modes import model_device
+
+log = logging.getLogger(__name__)
+
+#: Features larger than this are recomputed each step instead of cached.
+CACHE_LIMIT_BYTES = 2 * 1024**3
+
+
+class Teacher:
+    def __init__(self, model: nn.Module, *, batch_size: int = 1024) -> None:
+        self.model = model.eval()
+        for param in model.parameters():
+            param.requires_grad_(False)
+        self.taps: list[str] = []
+        self.batch_size = batch_size
+        self.forward_batches = 0
+        self.cache: tuple[torch.Tensor, dict[str, torch.Tensor]] | None = None
+
+    def use_taps(self, taps: Sequence[str]) -> None:
+        """Record these module paths from now on (a cache made for other taps is dropped)."""
+        taps = [t for t in dict.fromkeys(taps) if t != LOGITS]
+        if taps != self.taps:
+            self.taps, self.cache = taps, None
+
+    def cache_train(self, x: torch.Tensor) -> None:
+        """Compute the outputs on every train row once (if they fit in memory)."""
+        if self.cache is None:
+            self.cache = self._cached(x)
+
+    @torch.no_grad()
+    def run(self, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Logits and tap outputs of the teacher on the batch `x` (eval mode, no grad)."""
+        self.forward_batches += 1
+        with recording(self.model, self.taps) as features:
+            logits = self.model(x.to(model_device(self.model))).float()
+        return logits.to(x.device), {k: v.float().to(x.device) for k, v in features.items()}
+
+    def outputs(
+        self, x: torch.Tensor, idx: torch.Tensor
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The teacher's outputs for rows `idx` of the train split (the batch `x`)."""
+        if self.cache is None:
+            return self.run(x)
+        logits, features = self.cache
+        idx = idx.to(logits.device)
+        return logits[idx], {k: v[idx] for k, v in features.items()}
+
+    def _cached(self, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]] | None:
+        first_logits, first = self.run(x[:2])
+        per_row = sum(f[0].numel() * 4 for f in first.values()) + first_logits[0].numel() * 4
+        if per_row * len(x) > CACHE_LIMIT_BYTES:
+            log.info(
+                "teacher: outputs too large to cache (%d MB); recomputed each step",
+                per_row * len(x) // 2**20,
+            )
+            return None
+        parts = [self.run(x[i : i + self.batch_size]) for i in range(0, len(x), self.batch_size)]
+        logits = torch.cat([p[0] for p in parts])
+        features = {t: torch.cat([p[1][t] for p in parts]) for t in self.taps}
+        log.info("teacher: outputs on %d train rows computed once and cached", len(x))
+        return logits, features
