@@ -23,7 +23,7 @@ import yaml
 from torch import nn
 
 from compress.artifact import load_artifact, save_artifact
-from compress.baseline import baseline_key, load_or_train
+from compress.baseline import Baseline, baseline_key, load_or_train
 from compress.bitsweep import BitSweepConfig, bit_sweep
 from compress.bitsweep import plot as plot_bits
 from compress.bitsweep import write_csv as write_bits_csv
@@ -174,24 +174,10 @@ def run(cfg: Mapping[str, Any], *, tags: Mapping[str, str] | None = None) -> Res
         config_path.write_text(yaml.safe_dump(dict(cfg), sort_keys=False))
         run.log_artifact(config_path)
 
-        key = baseline_key(plan.model, data, plan.train, plan.seed, plan.runtime, device)
-        baseline = load_or_train(
-            model,
-            data,
-            plan.train,
-            plan.runtime,
-            seed=plan.seed,
-            key=key,
-            cache_dir=plan.outputs / "cache" / "baselines",
-            progress=progress,
+        baseline, key, baseline_artifact, baseline_bytes = _trained(
+            model, plan, data, device, progress
         )
         run.set_tags({"baseline.cached": str(baseline.cached).lower(), "baseline.key": key})
-        # The baseline's artifact is saved once per cache entry, not into every run folder.
-        baseline_artifact = plan.outputs / "cache" / "baseline_artifacts" / f"{key}.pt"
-        if baseline.cached and baseline_artifact.exists():
-            baseline_bytes = baseline_artifact.stat().st_size
-        else:
-            baseline_bytes = _save(model, baseline_artifact, plan, data)
 
         if plan.analysis is not None:
             plan = _analyse(plan, model, data, run, baseline_bytes)
@@ -376,6 +362,29 @@ def _compress(
     return model, stages[0] if len(stages) == 1 else StackStage(stages), finetune
 
 
+def _trained(
+    model: nn.Module, plan: Plan, data: DataBundle, device: torch.device, progress: Progress
+) -> tuple[Baseline, str, Path, int]:
+    """Fill `model` (built from `plan.model`) with its trained weights, from the cache or by
+    training; return the cache entry, its key, its artifact and the artifact's bytes. The
+    artifact is saved once per cache entry, not into every run folder."""
+    key = baseline_key(plan.model, data, plan.train, plan.seed, plan.runtime, device)
+    baseline = load_or_train(
+        model,
+        data,
+        plan.train,
+        plan.runtime,
+        seed=plan.seed,
+        key=key,
+        cache_dir=plan.outputs / "cache" / "baselines",
+        progress=progress,
+    )
+    artifact = plan.outputs / "cache" / "baseline_artifacts" / f"{key}.pt"
+    if baseline.cached and artifact.exists():
+        return baseline, key, artifact, artifact.stat().st_size
+    return baseline, key, artifact, _save(model, artifact, plan, data)
+
+
 def _teacher(
     plan: Plan,
     baseline: nn.Module,
@@ -395,20 +404,8 @@ def _teacher(
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(plan.seed)
             model = build_model(config.teacher, data.input_shape, data.num_classes).to(device)
-        key = baseline_key(config.teacher, data, plan.train, plan.seed, plan.runtime, device)
-        load_or_train(
-            model,
-            data,
-            plan.train,
-            plan.runtime,
-            seed=plan.seed,
-            key=key,
-            cache_dir=plan.outputs / "cache" / "baselines",
-            progress=progress,
-        )
-        path = plan.outputs / "cache" / "baseline_artifacts" / f"{key}.pt"
         teacher_plan = dataclasses.replace(plan, model=dict(config.teacher))
-        size = path.stat().st_size if path.exists() else _save(model, path, teacher_plan, data)
+        size = _trained(model, teacher_plan, data, device, progress)[3]
     else:
         model, size = copy.deepcopy(baseline), baseline_bytes
     metrics = {
