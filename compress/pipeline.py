@@ -181,10 +181,9 @@ def run(cfg: Mapping[str, Any], *, tags: Mapping[str, str] | None = None) -> Res
 
         if plan.analysis is not None:
             plan = _analyse(plan, model, data, run, baseline_bytes)
-        teacher = None
+        teacher, teacher_metrics = None, {}
         if plan.distill is not None:
             teacher, teacher_metrics = _teacher(plan, model, baseline_bytes, data, device, progress)
-            run.log_metrics(teacher_metrics)
         compressed, stage, finetune = _compress(
             model, plan, data, context, progress, initial_state, teacher
         )
@@ -200,7 +199,7 @@ def run(cfg: Mapping[str, Any], *, tags: Mapping[str, str] | None = None) -> Res
             plan.measure,
             on,
         )
-        metrics = {**compare(base, ours), **stage.summary()}
+        metrics = {**compare(base, ours), **stage.summary(), **teacher_metrics}
         converted = stage.conversion() is not None
         if plan.measure.compiled_baseline is True or (
             plan.measure.compiled_baseline == "auto" and converted

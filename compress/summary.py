@@ -68,6 +68,13 @@ def summary_table(result: Result) -> Table:
                 f"{m[f'onnx/latency_ms/b{batch}']:.3f} ms",
                 f"{m[f'speedup/onnx/b{batch}']:.2f}x",
             )
+    if "teacher/acc" in m:
+        table.add_row(
+            "teacher (accuracy, params)",
+            f"{m['teacher/acc']:.2%}",
+            f"{m['teacher/params']:,.0f}",
+            "",
+        )
     if "quant/bits" in m:
         table.add_row("weight bits (mean)", "32", f"{m['quant/bits']:.2f}", "")
     return table

@@ -13,7 +13,7 @@ from compress.models import MODEL_NAMES, build_model
 from compress.pipeline import Plan
 from tests.support import compose_config
 
-GROUPS = ("model", "dataset", "method", "schedule", "tracking", "analysis")
+GROUPS = ("model", "dataset", "method", "schedule", "tracking", "analysis", "distill")
 
 #: An input shape each model is meant for.
 TYPICAL_INPUT = {

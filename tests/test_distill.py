@@ -1,0 +1,654 @@
+"""Distillation end to end: every `distill` option drives the fine-tune of any method.
+
+Each option runs with pruning and puts its loss terms in every fine-tune step; the teacher
+(the baseline, a separate model trained and cached like a baseline, or a saved artifact)
+is logged with its own figures; `method=student` saves the student's architecture; the
+teacher's outputs are computed once and looked up, never recomputed per step; hint
+adapters are learned where shapes differ; KD stacks with iterative and gradual pruning,
+QAT and distill-then-quantize; bad input fails in one line before any training.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import subprocess
+import sys
+from collections import Counter
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from torch import nn
+from torch.ao.nn import quantized as nnq
+
+import compress.distill.objective as objective_module
+from compress.artifact import load_artifact, read_payload, save_artifact
+from compress.config import RuntimeConfig, TrainRecipe
+from compress.data import DataBundle, load_dataset
+from compress.distill.config import DistillConfig
+from compress.distill.objective import DistillObjective
+from compress.distill.taps import recording
+from compress.distill.teacher import Teacher
+from compress.errors import ConfigError
+from compress.measure import count_params, torch_threads
+from compress.models import build_model
+from compress.pipeline import Result, run
+from compress.tracking import Run
+from compress.train import accuracy, fit
+from tests.support import QUICK, compose_config, mlflow_runs
+
+FAKE = ["dataset=fake", "tracking=none"]
+OPTIONS = ["none", "kd", "fitnets", "attention", "relational"]
+TEACHER = ("teacher/acc", "teacher/params", "teacher/bytes")
+LOSSES = ("response_kd", "hint_mse", "attention_transfer", "rkd_distance", "rkd_angle")
+#: Loss terms each option adds to a training step (attention has two taps by default).
+TERMS = {
+    "none": {},
+    "kd": {"response_kd": 1},
+    "fitnets": {"response_kd": 1, "hint_mse": 1},
+    "attention": {"response_kd": 1, "attention_transfer": 2},
+    "relational": {"response_kd": 1, "rkd_distance": 1, "rkd_angle": 1},
+}
+STUDENT = {"name": "mlp", "hidden": [128]}  # conf/method/student.yaml
+SMALL_STUDENT = ["~method.model", "+method.model={name:small_cnn,channels:[8,16,32]}"]
+DISTILL_THEN_QUANTIZE = [
+    "method=stack",
+    "~method.stages",
+    "+method.stages={student:{model:{name:mlp,hidden:[32]}},quantize_dynamic:{}}",
+]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread() -> Iterator[None]:
+    """One intra-op thread: tiny models on a busy 2-core machine run faster that way."""
+    with torch_threads(1):
+        yield
+
+
+@pytest.fixture(scope="module")
+def data() -> DataBundle:
+    return load_dataset({"name": "fake"})
+
+
+@pytest.fixture(scope="module")
+def steps(data: DataBundle) -> int:
+    """Optimizer steps of a QUICK fine-tune: 2 epochs of batches of 64."""
+    return 2 * math.ceil(len(data.train) / 64)
+
+
+@pytest.fixture(scope="module")
+def outputs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One outputs folder for this module's pipeline runs, so they share cached baselines."""
+    return tmp_path_factory.mktemp("outputs")
+
+
+def pipeline(outputs: Path, run_dir: Path, *overrides: str) -> Result:
+    return run(compose_config(outputs, *QUICK, *FAKE, *overrides, run_dir=run_dir))
+
+
+def spy_metrics(monkeypatch: pytest.MonkeyPatch) -> dict[str, float]:
+    """Every metric the run logs (the tracker may be off), latest value per name."""
+    logged: dict[str, float] = {}
+    original = Run.log_metrics
+
+    def log_metrics(self: Run, metrics: dict[str, float], step: int = 0) -> None:
+        logged.update(metrics)
+        original(self, metrics, step)
+
+    monkeypatch.setattr(Run, "log_metrics", log_metrics)
+    return logged
+
+
+def spy_losses(monkeypatch: pytest.MonkeyPatch) -> Counter[str]:
+    """Calls of each distillation loss (and of the teacher's forward) from now on."""
+    calls: Counter[str] = Counter()
+
+    def counted(name: str, function: Callable[..., Any]) -> Callable[..., Any]:
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            calls[name] += 1
+            return function(*args, **kwargs)
+
+        return wrapper
+
+    for name in LOSSES:
+        monkeypatch.setattr(objective_module, name, counted(name, getattr(objective_module, name)))
+    monkeypatch.setattr(Teacher, "run", counted("teacher.run", Teacher.run))
+    return calls
+
+
+@pytest.fixture
+def logged(monkeypatch: pytest.MonkeyPatch) -> dict[str, float]:
+    return spy_metrics(monkeypatch)
+
+
+@pytest.fixture
+def calls(monkeypatch: pytest.MonkeyPatch) -> Counter[str]:
+    return spy_losses(monkeypatch)
+
+
+@pytest.fixture(scope="module")
+def control(outputs: Path) -> tuple[Result, dict[str, float]]:
+    """`method=prune` fine-tuned with cross-entropy alone, and what it logged."""
+    with pytest.MonkeyPatch.context() as patch:
+        logged = spy_metrics(patch)
+        result = pipeline(outputs, outputs / "control", "distill=none")
+    return result, dict(logged)
+
+
+def state(path: Path) -> dict[str, torch.Tensor]:
+    return load_artifact(path).state_dict()
+
+
+def same_weights(a: Path, b: Path) -> bool:
+    first, second = state(a), state(b)
+    return first.keys() == second.keys() and all(torch.equal(first[k], second[k]) for k in first)
+
+
+def losses_only(calls: Counter[str]) -> dict[str, int]:
+    return {name: n for name, n in calls.items() if name in LOSSES}
+
+
+def assert_teacher_is_the_baseline(logged: dict[str, float], metrics: dict[str, float]) -> None:
+    for name in TEACHER:
+        assert logged[name] == metrics[name.replace("teacher/", "baseline/")], name
+
+
+# --- 1. every option, end to end with pruning ---------------------------------------------------
+
+
+@pytest.mark.parametrize("option", OPTIONS)
+def test_each_option_runs_end_to_end(
+    outputs: Path,
+    tmp_path: Path,
+    control: tuple[Result, dict[str, float]],
+    monkeypatch: pytest.MonkeyPatch,
+    steps: int,
+    option: str,
+) -> None:
+    if option == "none":
+        result, logged = control
+        calls: Counter[str] = Counter()  # none builds no objective: nothing to count
+    else:
+        logged = spy_metrics(monkeypatch)
+        calls = spy_losses(monkeypatch)
+        result = pipeline(outputs, tmp_path / "run", f"distill={option}")
+    m = result.metrics
+    assert 0 <= m["baseline/acc"] <= 1 and 0 <= m["acc"] <= 1
+    assert m["acc"] > 0.5, m  # the baseline is near 1.0; an 80%-pruned fine-tune keeps most
+    assert m["sparsity"] == pytest.approx(0.8, abs=1e-3)
+    if option == "none":
+        assert not any(name.startswith("teacher/") for name in logged), logged
+        return
+    # The teacher is the baseline: its figures are the baseline's.
+    assert set(TEACHER) <= set(logged)
+    assert_teacher_is_the_baseline(logged, m)
+    # Every fine-tune step used every loss term of the option ...
+    assert losses_only(calls) == {name: n * steps for name, n in TERMS[option].items()}
+    # ... so the fine-tuned weights differ from those of cross-entropy alone.
+    assert not same_weights(result.artifact, control[0].artifact)
+
+
+def test_teacher_figures_reach_mlflow_only_when_distilling(outputs: Path, tmp_path: Path) -> None:
+    for option in ("none", "kd"):
+        pipeline(outputs, tmp_path / option, f"distill={option}", "tracking=mlflow")
+    runs = {r.data.params["distill.name"]: r for r in mlflow_runs(outputs)}
+    assert set(runs) == {"none", "distill"}
+    assert all(r.info.status == "FINISHED" for r in runs.values())
+    plain, distilled = runs["none"].data.metrics, runs["distill"].data.metrics
+    assert not any(name.startswith("teacher/") for name in plain)
+    for name in TEACHER:
+        assert distilled[name] == distilled[name.replace("teacher/", "baseline/")], name
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="teacher/acc, teacher/params, teacher/bytes are only passed to the tracker "
+    "(run.log_metrics in pipeline.run): Result.metrics and summary.json lack them, so "
+    "with tracking=none they are shown nowhere",
+)
+def test_teacher_figures_are_in_the_result_and_summary(outputs: Path, tmp_path: Path) -> None:
+    result = pipeline(outputs, tmp_path / "run", "distill=kd")
+    summary = json.loads((result.run_dir / "summary.json").read_text())
+    for name in TEACHER:
+        assert name in result.metrics, name
+        assert name in summary["metrics"], name
+
+
+# --- 2. method=student --------------------------------------------------------------------------
+
+
+def test_student_saves_the_student_architecture(
+    outputs: Path,
+    tmp_path: Path,
+    data: DataBundle,
+    monkeypatch: pytest.MonkeyPatch,
+    steps: int,
+) -> None:
+    student_params = count_params(build_model(STUDENT, data.input_shape, data.num_classes))
+    results, logs, counts = {}, {}, {}
+    for option in ("none", "kd"):
+        with monkeypatch.context() as patch:
+            logs[option], counts[option] = spy_metrics(patch), spy_losses(patch)
+            results[option] = pipeline(
+                outputs, tmp_path / option, "method=student", f"distill={option}"
+            )
+    for option, result in results.items():
+        m = result.metrics
+        assert 0 <= m["acc"] <= 1 and m["acc"] > 0.2, (option, m)  # twice chance
+        assert read_payload(result.artifact)["model"]["config"] == STUDENT
+        model = load_artifact(result.artifact)
+        assert isinstance(model, nn.Sequential)  # an mlp, not the baseline's small_cnn
+        assert count_params(model) == student_params == m["params"]
+        assert student_params != m["baseline/params"]
+        assert m["ratio/params"] == pytest.approx(m["baseline/params"] / m["nonzeros"])
+        assert m["ratio/params"] == pytest.approx(m["baseline/params"] / student_params, rel=1e-3)
+        assert accuracy(model, data.test) == m["acc"]  # the figure is that of the file
+    assert not any(name.startswith("teacher/") for name in logs["none"])
+    assert_teacher_is_the_baseline(logs["kd"], results["kd"].metrics)
+    assert losses_only(counts["none"]) == {}
+    assert losses_only(counts["kd"]) == {"response_kd": steps}
+    # Same initial student (method.seed), different loss: different weights.
+    assert not same_weights(results["none"].artifact, results["kd"].artifact)
+
+
+# --- 3. where the teacher comes from ------------------------------------------------------------
+
+
+def test_separate_teacher_is_trained_once_and_cached(
+    outputs: Path,
+    tmp_path: Path,
+    data: DataBundle,
+    control: tuple[Result, dict[str, float]],
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="compress.baseline")
+    teacher = ["distill=kd", "distill.teacher={name:mlp,hidden:[64,64]}"]
+    baselines = outputs / "cache" / "baselines"
+    artifacts = outputs / "cache" / "baseline_artifacts"
+    before = set(baselines.iterdir())  # the control trained the small_cnn baseline
+    logged: list[dict[str, float]] = []
+    results: list[Result] = []
+    events: list[tuple[int, int]] = []
+    files: list[dict[str, int]] = []
+    for index in range(2):
+        caplog.clear()
+        with monkeypatch.context() as patch:
+            logged.append(spy_metrics(patch))
+            results.append(pipeline(outputs, tmp_path / f"run{index}", *teacher))
+        messages = [r.getMessage() for r in caplog.records]
+        events.append(
+            (sum("trained in" in m for m in messages), sum("reusing" in m for m in messages))
+        )
+        files.append({p.name: p.stat().st_mtime_ns for p in baselines.iterdir()})
+    # First run: the baseline reused, the teacher trained; second run: both reused.
+    assert events == [(1, 1), (0, 2)]
+    added = set(files[0]) - {p.name for p in before}
+    assert len(added) == 1  # the teacher's weights, cached like a baseline
+    assert files[1] == files[0]  # nothing written again
+    teacher_file = artifacts / added.pop()
+    first, second = logged
+    assert first == second  # the same teacher, the same figures
+    teacher_params = count_params(build_model({"name": "mlp", "hidden": [64, 64]}, (1, 8, 8), 10))
+    assert first["teacher/params"] == teacher_params != first["baseline/params"]
+    saved = load_artifact(teacher_file)
+    assert count_params(saved) == teacher_params
+    assert first["teacher/bytes"] == teacher_file.stat().st_size
+    assert first["teacher/acc"] == accuracy(saved, data.test)
+    # Training the teacher or loading it from the cache gives the same student.
+    assert same_weights(results[0].artifact, results[1].artifact)
+    assert results[0].metrics["acc"] == results[1].metrics["acc"]
+    # And it is another teacher than the baseline: another fine-tune than KD from it.
+    assert not same_weights(results[0].artifact, control[0].artifact)
+
+
+def test_teacher_from_a_saved_artifact(
+    outputs: Path,
+    tmp_path: Path,
+    data: DataBundle,
+    control: tuple[Result, dict[str, float]],
+    logged: dict[str, float],
+) -> None:
+    earlier = control[0].artifact  # the model.pt of an earlier run (80% pruned)
+    result = pipeline(
+        outputs, tmp_path / "run", "distill=kd", f"distill.teacher_artifact={earlier}"
+    )
+    saved = load_artifact(earlier)
+    assert logged["teacher/bytes"] == earlier.stat().st_size == control[0].metrics["bytes"]
+    assert logged["teacher/params"] == count_params(saved)
+    assert logged["teacher/acc"] == accuracy(saved, data.test) == control[0].metrics["acc"]
+    assert logged["teacher/bytes"] != result.metrics["baseline/bytes"]
+    assert 0.5 < result.metrics["acc"] <= 1
+
+
+# --- 4. the teacher's outputs are computed once -------------------------------------------------
+
+
+def _pieces(data: DataBundle, hints: bool) -> tuple[Teacher, nn.Module, DistillObjective]:
+    torch.manual_seed(0)
+    teacher = Teacher(build_model({"name": "small_cnn"}, data.input_shape, 10), batch_size=128)
+    student = build_model({"name": "small_cnn", "channels": [8, 16, 32]}, data.input_shape, 10)
+    config = DistillConfig(hint_weight=1.0, hints={"features.1": "features.1"} if hints else None)
+    return teacher, student, DistillObjective(config, teacher, student, data.input_shape)
+
+
+@pytest.mark.parametrize("cached", [True, False], ids=["cached", "uncached"])
+def test_teacher_runs_once_per_row_when_cached(data: DataBundle, steps: int, cached: bool) -> None:
+    teacher, student, objective = _pieces(data, hints=True)
+    assert teacher.forward_batches == 1  # the probe that sized the hint adapter
+    if cached:
+        teacher.cache_train(data.train.x)
+        # Two rows to size the cache, then the train split in batches of 128.
+        assert teacher.forward_batches == 2 + math.ceil(len(data.train) / 128)
+    seen: list[int] = []
+    fit(
+        student, data, TrainRecipe(epochs=2, lr=0.01), RuntimeConfig(progress=False),
+        seed=0, label="distill", after_step=lambda: seen.append(teacher.forward_batches),
+        objective=objective,
+    )  # fmt: skip
+    assert len(seen) == steps
+    start = 2 + math.ceil(len(data.train) / 128) if cached else 1
+    per_step = 0 if cached else 1
+    assert seen == [start + per_step * (i + 1) for i in range(steps)]
+
+
+def test_cached_outputs_equal_a_direct_forward(data: DataBundle) -> None:
+    teacher, _, _ = _pieces(data, hints=True)
+    teacher.cache_train(data.train.x)
+    assert teacher.cache is not None
+    cached_logits, cached_features = teacher.cache
+    model = teacher.model
+    assert not model.training and not any(p.requires_grad for p in model.parameters())
+    with torch.no_grad(), recording(model, ["features.1"]) as features:
+        logits = model(data.train.x)
+    torch.testing.assert_close(cached_logits, logits, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(cached_features["features.1"], features["features.1"])
+    # A batch is looked up by its rows of the train split, not recomputed.
+    idx = torch.randperm(len(data.train), generator=torch.Generator().manual_seed(0))[:64]
+    before = teacher.forward_batches
+    looked_up, by_tap = teacher.outputs(data.train.x[idx], idx)
+    assert teacher.forward_batches == before
+    torch.testing.assert_close(looked_up, logits[idx], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(by_tap["features.1"], features["features.1"][idx])
+    # Other taps drop the cache (it holds the old taps' features only).
+    teacher.use_taps(["features.3"])
+    assert teacher.cache is None
+
+
+# --- 5. hint adapters ---------------------------------------------------------------------------
+
+
+def test_hint_between_different_shapes_learns_an_adapter(data: DataBundle) -> None:
+    torch.manual_seed(0)
+    teacher = Teacher(build_model({"name": "small_cnn"}, data.input_shape, 10))
+    student = build_model({"name": "small_cnn", "channels": [8, 16, 32]}, data.input_shape, 10)
+    hints = {"features.1": "features.1", "features.3": "features.3", "classifier": "classifier"}
+    config = DistillConfig(hint_weight=1.0, hints=hints)
+    objective = DistillObjective(config, teacher, student, data.input_shape)
+    adapters = dict(objective.adapters.items())
+    assert set(adapters) == {"features_1->features_1", "features_3->features_3",
+                             "classifier->classifier"}  # fmt: skip
+    conv1, conv3 = adapters["features_1->features_1"], adapters["features_3->features_3"]
+    assert isinstance(conv1, nn.Conv2d) and (conv1.in_channels, conv1.out_channels) == (16, 32)
+    assert conv1.kernel_size == (1, 1)
+    assert isinstance(conv3, nn.Conv2d) and (conv3.in_channels, conv3.out_channels) == (32, 64)
+    assert isinstance(adapters["classifier->classifier"], nn.Identity)  # (N, 10) both
+    params = objective.parameters()
+    assert {id(p) for p in params} == {id(p) for p in [*conv1.parameters(), *conv3.parameters()]}
+    before = [p.detach().clone() for p in params]
+    frozen = {k: v.clone() for k, v in teacher.model.state_dict().items()}
+    fit(
+        student, data, TrainRecipe(epochs=1, lr=0.01), RuntimeConfig(progress=False),
+        seed=0, label="distill", objective=objective,
+    )  # fmt: skip
+    for old, new in zip(before, params, strict=True):
+        assert not torch.equal(old, new.detach())  # trained with the student
+    now = teacher.model.state_dict()
+    assert all(torch.equal(now[k], v) for k, v in frozen.items())  # the teacher is not
+
+
+def test_hint_between_vectors_gets_a_linear_adapter(data: DataBundle) -> None:
+    torch.manual_seed(0)
+    teacher = Teacher(build_model({"name": "mlp", "hidden": [64]}, data.input_shape, 10))
+    student = build_model({"name": "mlp", "hidden": [32]}, data.input_shape, 10)
+    config = DistillConfig(hint_weight=1.0, hints={"2": "2"})  # each ReLU's output
+    objective = DistillObjective(config, teacher, student, data.input_shape)
+    (adapter,) = objective.adapters.values()
+    assert isinstance(adapter, nn.Linear) and (adapter.in_features, adapter.out_features) == (
+        32,
+        64,
+    )
+    assert [id(p) for p in objective.parameters()] == [id(p) for p in adapter.parameters()]
+    with pytest.raises(ConfigError, match=r"distill.hints 2 -> 2: student output \(32,\)"):
+        DistillObjective(
+            DistillConfig(hint_weight=1.0, hints={"2": "2"}, adapter="none"),
+            teacher,
+            student,
+            data.input_shape,
+        )
+
+
+def test_same_shapes_need_no_adapter(data: DataBundle) -> None:
+    torch.manual_seed(0)
+    teacher = Teacher(build_model({"name": "small_cnn"}, data.input_shape, 10))
+    student = build_model({"name": "small_cnn"}, data.input_shape, 10)
+    hints = {"features.*": "features.1"}  # a glob must name exactly one module
+    with pytest.raises(ConfigError, match=r"student tap 'features\.\*' matches \d+ modules"):
+        DistillObjective(DistillConfig(hint_weight=1.0, hints=hints), teacher, student, (1, 8, 8))
+    hints = {"features.1": "features.1", "logits": "logits"}
+    objective = DistillObjective(DistillConfig(hint_weight=1.0, hints=hints), teacher, student,
+                                 data.input_shape)  # fmt: skip
+    assert all(isinstance(a, nn.Identity) for a in objective.adapters.values())
+    assert len(objective.adapters) == 2 and objective.parameters() == []
+
+
+def test_student_with_hints_through_an_adapter_end_to_end(
+    outputs: Path, tmp_path: Path, calls: Counter[str], steps: int
+) -> None:
+    result = pipeline(outputs, tmp_path / "run", "method=student", *SMALL_STUDENT,
+                      "distill=fitnets")  # fmt: skip
+    assert losses_only(calls) == {"response_kd": steps, "hint_mse": steps}
+    model = load_artifact(result.artifact)
+    assert model.get_submodule("features.1.0").out_channels == 16  # the student, no adapter
+    assert count_params(model) == result.metrics["params"] < result.metrics["baseline/params"]
+    assert 0 <= result.metrics["acc"] <= 1
+
+
+# --- 6. stacking --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "schedule",
+    [
+        ["schedule=iterative", "schedule.rounds=2"],
+        ["schedule=agp", "schedule.end=2", "schedule.frequency=4"],
+    ],
+    ids=["iterative", "agp"],
+)
+def test_kd_fine_tunes_gradual_pruning(
+    outputs: Path,
+    tmp_path: Path,
+    control: tuple[Result, dict[str, float]],
+    calls: Counter[str],
+    steps: int,
+    schedule: list[str],
+) -> None:
+    result = pipeline(outputs, tmp_path / "run", "distill=kd", *schedule)
+    assert losses_only(calls) == {"response_kd": steps}
+    assert calls["teacher.run"] == 2  # sizing and filling the cache, once for all rounds
+    assert result.metrics["sparsity"] == pytest.approx(0.8, abs=1e-3)
+    assert 0.3 < result.metrics["acc"] <= 1
+    assert not same_weights(result.artifact, control[0].artifact)
+
+
+def test_kd_fine_tunes_qat(
+    outputs: Path, tmp_path: Path, data: DataBundle, calls: Counter[str], steps: int
+) -> None:
+    result = pipeline(outputs, tmp_path / "run", "distill=kd", "method=qat")
+    assert losses_only(calls) == {"response_kd": steps}
+    model = load_artifact(result.artifact)
+    layers = [m for m in model.modules() if isinstance(m, nnq.Conv2d | nnq.Linear)]
+    assert len(layers) == 4 and all(m.weight().dtype == torch.qint8 for m in layers)
+    assert accuracy(model, data.test) == result.metrics["acc"] > 0.5
+
+
+def test_distill_then_quantize(
+    outputs: Path, tmp_path: Path, data: DataBundle, calls: Counter[str], steps: int
+) -> None:
+    result = pipeline(outputs, tmp_path / "run", "distill=kd", *DISTILL_THEN_QUANTIZE)
+    assert losses_only(calls) == {"response_kd": steps}  # the student's fine-tune only
+    student = {"name": "mlp", "hidden": [32]}
+    assert read_payload(result.artifact)["model"]["config"] == student
+    model = load_artifact(result.artifact)
+    layers = {p: m for p, m in model.named_modules() if isinstance(m, nnq.dynamic.Linear)}
+    assert {p: tuple(m.weight().shape) for p, m in layers.items()} == {
+        "1": (32, 64),
+        "3": (10, 32),
+    }
+    assert all(m.weight().dtype == torch.qint8 for m in layers.values())
+    assert not any(type(m) is nn.Linear for m in model.modules())
+    fresh = build_model(student, data.input_shape, data.num_classes)
+    assert count_params(model) == count_params(fresh) == result.metrics["params"]
+    again = load_artifact(result.artifact)
+    with torch.no_grad():
+        assert torch.equal(model(data.test.x), again(data.test.x))
+    assert accuracy(model, data.test) == result.metrics["acc"]
+    assert 0 <= result.metrics["acc"] <= 1
+
+
+# --- 7. bad input: one line, before training ----------------------------------------------------
+
+MODULE_PATHS = (
+    "module paths: features, features.0, features.0.0, features.0.1, features.0.2, "
+    "features.1, features.1.0, features.1.1, features.1.2, features.2, features.3, "
+    "features.3.0, features.3.1, features.3.2, pool, flatten, classifier, logits"
+)
+BAD_INPUTS = {
+    "temperature 0": (["distill=kd", "distill.temperature=0"],
+                      "distill.temperature must be > 0, got 0"),
+    "temperature negative": (["distill=kd", "distill.temperature=-2.5"],
+                             "distill.temperature must be > 0, got -2.5"),
+    "alpha 1.5": (["distill=kd", "distill.alpha=1.5"], "distill.alpha must be in [0, 1], got 1.5"),
+    "alpha negative": (["distill=kd", "distill.alpha=-0.1"],
+                       "distill.alpha must be in [0, 1], got -0.1"),
+    "no such tap": (["distill=fitnets", "~distill.hints", "+distill.hints={nothere:features?1}"],
+                    f"distill: student tap 'nothere' matches no module; {MODULE_PATHS}"),
+    "no such teacher tap": (["distill=fitnets", "~distill.hints",
+                             "+distill.hints={features?1:nothere}"],
+                            f"distill: teacher tap 'nothere' matches no module; {MODULE_PATHS}"),
+    "teacher of 5 classes": (["distill=kd", "distill.teacher_artifact=<five>"],
+                             "distill: the teacher predicts 5 classes, the student 10"),
+    "teacher of other inputs": (["distill=kd", "distill.teacher_artifact=<wide>"],
+                                "distill: the teacher takes inputs (1, 16, 16), the dataset "
+                                "'fake' gives (1, 8, 8)"),
+    "no teacher file": (["distill=kd", "distill.teacher_artifact=<missing>"],
+                        "distill.teacher_artifact: no file at <missing>"),
+    "hint weight, no hints": (["distill=kd", "distill.hint_weight=1"],
+                              "distill.hint_weight > 0 needs distill.hints"),
+    "hints with channel pruning": (["distill=fitnets", "method=prune_channels"],
+                                   "distill.hints with method 'prune_channels'"),
+    "teacher file not an artifact": (["distill=kd", "distill.teacher_artifact=<junk>"],
+                                     "distill.teacher_artifact <junk>: "),
+    "attention on a vector": (["distill=attention", "~distill.attention",
+                               "+distill.attention={classifier:classifier}"], "classifier"),
+}  # fmt: skip
+#: Bad input that is not refused as it should be (bugs; see the reasons).
+REFUSED_LATE = {
+    "teacher file not an artifact": "teacher_from_artifact puts torch.load's multi-line "
+    "'Weights only load failed' message into the ConfigError: the error is not one line",
+    "attention on a vector": "attention taps are resolved but never probed before training: "
+    "a non-4-D tap trains the baseline, then fails in the first fine-tune step with a raw "
+    "ValueError (attention_transfer: student feature must be 4-D)",
+}
+
+
+@pytest.fixture
+def teacher_files(tmp_path: Path) -> dict[str, Path]:
+    """Teacher artifacts that cannot teach the fake data, outside the outputs folder."""
+    folder = tmp_path / "teachers"
+    folder.mkdir()
+    files = {"missing": folder / "nothere" / "model.pt", "junk": folder / "junk.pt"}
+    files["junk"].write_bytes(b"not a model at all")
+    for name, shape, classes in (("five", (1, 8, 8), 5), ("wide", (1, 16, 16), 10)):
+        files[name] = folder / f"{name}.pt"
+        save_artifact(
+            build_model({"name": "small_cnn"}, shape, classes),
+            files[name],
+            model_config={"name": "small_cnn"},
+            input_shape=shape,
+            num_classes=classes,
+        )
+    return files
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        pytest.param(case, marks=pytest.mark.xfail(strict=True, reason=REFUSED_LATE[case]))
+        if case in REFUSED_LATE
+        else case
+        for case in BAD_INPUTS
+    ],
+)
+def test_bad_input_fails_before_training(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    teacher_files: dict[str, Path],
+    case: str,
+) -> None:
+    overrides, message = BAD_INPUTS[case]
+    for name, path in teacher_files.items():  # <name>: the path of that teacher file
+        overrides = [o.replace(f"<{name}>", str(path)) for o in overrides]
+        message = message.replace(f"<{name}>", str(path))
+
+    def no_training(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError("the baseline was trained")
+
+    monkeypatch.setattr("compress.pipeline.load_or_train", no_training)
+    cfg = compose_config(tmp_path, *QUICK, "dataset=fake", *overrides)
+    with pytest.raises(ConfigError) as error:
+        run(cfg)
+    assert message in str(error.value)
+    assert "\n" not in str(error.value)
+    assert not (tmp_path / "run").exists() and not (tmp_path / "cache").exists()
+    assert not any(r.info.status == "FINISHED" for r in mlflow_runs(tmp_path))
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="QAT's FX-prepared student keeps the container path features.1 but never calls "
+    "it, so its hook never fires: fitnets fails in check_distill with a raw KeyError "
+    "'features.1' (a traceback, not one line), attention trains the baseline and then "
+    "fails in the first fine-tune step with the same KeyError",
+)
+@pytest.mark.parametrize("option", ["fitnets", "attention"])
+def test_feature_taps_with_qat_work_or_fail_before_training(
+    outputs: Path, tmp_path: Path, option: str
+) -> None:
+    try:
+        result = pipeline(outputs, tmp_path / "run", f"distill={option}", "method=qat")
+    except ConfigError as error:
+        assert "\n" not in str(error) and "features.1" in str(error)
+        assert not (tmp_path / "run").exists()
+    else:
+        assert 0 <= result.metrics["acc"] <= 1
+
+
+def test_bad_temperature_on_the_command_line_is_one_line_and_no_run(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "compress", f"paths.outputs={tmp_path}",
+         f"paths.data={tmp_path / 'data'}", "dataset=fake", "distill=kd",
+         "distill.temperature=0"],
+        capture_output=True, text=True, timeout=300, env={**os.environ, "HYDRA_FULL_ERROR": "0"},
+    )  # fmt: skip
+    assert done.returncode == 1
+    errors = [line for line in done.stderr.splitlines() if line.strip()]
+    assert errors == ["compress: error: distill.temperature must be > 0, got 0"]
+    assert "baseline" not in done.stdout
+    assert not any(r.info.status == "FINISHED" for r in mlflow_runs(tmp_path))
+    assert not (tmp_path / "cache").exists()
