@@ -59,16 +59,50 @@ class DistillObjective:
         teacher.use_taps([t for _, _, t in self.pairs])
         self.cross_entropy = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
         self.adapters = nn.ModuleDict()
-        hints = [(s, t) for kind, s, t in self.pairs if kind == "hint"]
-        if hints:
-            example = torch.zeros((2, *input_shape), device=model_device(student))
-            s_logits, s_feats = _probe(student, [s for s, _ in hints], example)
-            t_logits, t_feats = teacher.run(example)
-            for s, t in hints:
-                s_shape = (s_logits if s == LOGITS else s_feats[s]).shape
-                t_shape = (t_logits if t == LOGITS else t_feats[t]).shape
-                adapter = _adapter(s_shape, t_shape, f"{s} -> {t}", config.adapter)
+        if self.pairs:
+            self._probe(student, input_shape)
+
+    def _probe(self, student: nn.Module, input_shape: tuple[int, ...]) -> None:
+        """Run both models on a small batch: every tap must record an output, every hint
+        gets its adapter, and every feature loss must accept the shapes it is given."""
+        example = torch.zeros((3, *input_shape), device=model_device(student))
+        s_logits, s_feats = _probe(student, [s for _, s, _ in self.pairs], example)
+        t_logits, t_feats = self.teacher.run(example)
+        s_feats, t_feats = {**s_feats, LOGITS: s_logits}, {**t_feats, LOGITS: t_logits}
+        for kind, s, t in self.pairs:
+            for role, path, found in (("student", s, s_feats), ("teacher", t, t_feats)):
+                if path not in found:
+                    raise ConfigError(
+                        f"distill: {role} tap '{path}' records nothing: the module is not "
+                        "called by the forward of the model being trained (e.g. QAT runs "
+                        "fused modules instead); choose another tap or response KD"
+                    )
+            if kind == "hint":
+                adapter = _adapter(
+                    s_feats[s].shape, t_feats[t].shape, f"{s} -> {t}", self.config.adapter
+                )
                 self.adapters[_key(s, t)] = adapter.to(model_device(student))
+            try:
+                with torch.no_grad():
+                    self._term(kind, s, t, s_feats[s], t_feats[t])
+            except ValueError as error:
+                raise ConfigError(f"distill {kind} {s} -> {t}: {error}") from error
+
+    def _term(
+        self, kind: str, s: str, t: str, student: torch.Tensor, target: torch.Tensor
+    ) -> torch.Tensor:
+        """The weighted loss of one tap pair."""
+        c = self.config
+        if kind == "hint":
+            return c.hint_weight * hint_mse(self.adapters[_key(s, t)](student), target)
+        if kind == "attention":
+            return c.attention_weight * attention_transfer(student, target)
+        loss = torch.zeros((), device=student.device)
+        if c.rkd_distance_weight > 0:
+            loss = loss + c.rkd_distance_weight * rkd_distance(student, target)
+        if c.rkd_angle_weight > 0:
+            loss = loss + c.rkd_angle_weight * rkd_angle(student, target)
+        return loss
 
     def parameters(self) -> list[nn.Parameter]:
         return list(self.adapters.parameters())
@@ -86,16 +120,7 @@ class DistillObjective:
         if c.alpha > 0:
             loss = loss + c.alpha * response_kd(logits, t_logits, c.temperature)
         for kind, s, t in self.pairs:
-            student, target = s_feats[s], t_feats[t]
-            if kind == "hint":
-                loss = loss + c.hint_weight * hint_mse(self.adapters[_key(s, t)](student), target)
-            elif kind == "attention":
-                loss = loss + c.attention_weight * attention_transfer(student, target)
-            else:
-                if c.rkd_distance_weight > 0:
-                    loss = loss + c.rkd_distance_weight * rkd_distance(student, target)
-                if c.rkd_angle_weight > 0:
-                    loss = loss + c.rkd_angle_weight * rkd_angle(student, target)
+            loss = loss + self._term(kind, s, t, s_feats[s], t_feats[t])
         return torch.as_tensor(loss, device=logits.device), logits
 
 

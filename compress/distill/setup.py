@@ -19,16 +19,25 @@ from compress.modes import model_device
 
 def teacher_from_artifact(path: str, data: DataBundle) -> nn.Module:
     """A saved artifact as the teacher; it must take the data's inputs and classes."""
-    from compress.artifact import load_artifact, read_payload
+    from compress.artifact import FORMATS, load_artifact, read_payload
 
     file = Path(path)
     if not file.is_file():
         raise ConfigError(f"distill.teacher_artifact: no file at {file}")
     try:
-        spec = read_payload(file)["model"]
-        model = load_artifact(file)
-    except Exception as error:  # not an artifact, or not ours
-        raise ConfigError(f"distill.teacher_artifact {file}: {error}") from error
+        payload = read_payload(file)
+    except Exception as error:  # torch.load's own message runs over many lines
+        raise ConfigError(
+            f"distill.teacher_artifact {file} cannot be read as a compress artifact "
+            f"({type(error).__name__})"
+        ) from error
+    if not isinstance(payload, dict) or payload.get("format") not in FORMATS:
+        raise ConfigError(
+            f"distill.teacher_artifact {file} is not a compress artifact (a model.pt that "
+            "compress saved)"
+        )
+    spec = payload["model"]
+    model = load_artifact(file)
     if spec["num_classes"] != data.num_classes:
         raise ConfigError(
             f"distill: the teacher predicts {spec['num_classes']} classes, the student "
