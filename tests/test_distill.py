@@ -17,7 +17,7 @@ import os
 import subprocess
 import sys
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -29,13 +29,13 @@ from torch.ao.nn import quantized as nnq
 import compress.distill.objective as objective_module
 from compress.artifact import load_artifact, read_payload, save_artifact
 from compress.config import RuntimeConfig, TrainRecipe
-from compress.data import DataBundle, load_dataset
+from compress.data import DataBundle
 from compress.distill.config import DistillConfig
 from compress.distill.objective import DistillObjective
 from compress.distill.taps import recording
 from compress.distill.teacher import Teacher
 from compress.errors import ConfigError
-from compress.measure import count_params, torch_threads
+from compress.measure import count_params
 from compress.models import build_model
 from compress.pipeline import Result, run
 from compress.train import accuracy, fit
@@ -62,16 +62,7 @@ DISTILL_THEN_QUANTIZE = [
 ]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread() -> Iterator[None]:
-    """One intra-op thread: tiny models on a busy 2-core machine run faster that way."""
-    with torch_threads(1):
-        yield
-
-
-@pytest.fixture(scope="module")
-def data() -> DataBundle:
-    return load_dataset({"name": "fake"})
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

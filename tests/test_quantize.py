@@ -12,7 +12,6 @@ import math
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,10 +23,10 @@ from torch.ao.quantization.fake_quantize import FakeQuantizeBase
 
 from compress.artifact import encodings, from_one_storage, load_artifact, save_artifact
 from compress.config import RuntimeConfig, TrainRecipe
-from compress.data import DataBundle, load_dataset
+from compress.data import DataBundle
 from compress.encodings import decode, payload_bytes
 from compress.errors import ConfigError
-from compress.measure import count_macs, count_params, torch_threads
+from compress.measure import count_macs, count_params
 from compress.methods import MethodContext, Stage, apply_method, parse_method
 from compress.methods.masks import prunable_weights
 from compress.models import build_model
@@ -52,16 +51,7 @@ INT8 = ("quantize_dynamic", "quantize_static", "qat")
 SMALL_CNN_LAYERS = {"features.0.0", "features.1.0", "features.3.0", "classifier"}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread() -> Iterator[None]:
-    """One intra-op thread: tiny models on a busy 2-core machine run faster that way."""
-    with torch_threads(1):
-        yield
-
-
-@pytest.fixture(scope="module")
-def data() -> DataBundle:
-    return load_dataset({"name": "fake"})
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
