@@ -7,15 +7,17 @@ file instead of training again. Files are written atomically and loaded with
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import fcntl
 import hashlib
 import json
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import torch
 from torch import nn
@@ -72,12 +74,55 @@ def load_or_train(
     cache_dir: Path,
     progress: Progress | None = None,
 ) -> Baseline:
-    """Fill `model` with the baseline weights: from the cache, or by training and caching."""
+    """Fill `model` with the baseline weights: from the cache, or by training and caching.
+
+    Jobs that need the same baseline at the same time (a parallel sweep) take turns on
+    a lock file: the first trains and caches it, the others wait and then load it.
+    """
     path = cache_dir / f"{key}.pt"
-    cached = _load(path, model)
-    if cached is not None:
-        log.info("baseline: reusing %s", path)
-        return cached
+    with _exclusive(cache_dir / f".{key}.lock"):
+        cached = _load(path, model)
+        if cached is not None:
+            log.info("baseline: reusing %s", path)
+            return cached
+        return _train(
+            model, data, recipe, runtime, seed=seed, key=key, path=path, progress=progress
+        )
+
+
+@contextlib.contextmanager
+def _exclusive(lock: Path) -> Iterator[None]:
+    """Hold an exclusive advisory lock on `lock` (released by the OS if the process dies)."""
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with lock.open("a") as handle:
+        if not _try_lock(handle):
+            log.info("baseline: another job is training it; waiting for %s", lock)
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _try_lock(handle: IO[str]) -> bool:
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    return True
+
+
+def _train(
+    model: nn.Module,
+    data: DataBundle,
+    recipe: TrainRecipe,
+    runtime: RuntimeConfig,
+    *,
+    seed: int,
+    key: str,
+    path: Path,
+    progress: Progress | None,
+) -> Baseline:
     started = time.perf_counter()
     history = fit(model, data, recipe, runtime, seed=seed, label="baseline", progress=progress)
     seconds = time.perf_counter() - started

@@ -1,0 +1,46 @@
+"""The baseline cache under concurrency: jobs needing the same baseline train it once."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import pytest
+import torch
+
+from compress.baseline import Baseline, load_or_train
+from compress.config import RuntimeConfig, TrainRecipe
+from compress.data import DataBundle
+from compress.models import build_model
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def test_concurrent_jobs_train_a_baseline_once_and_share_it(
+    tmp_path: Path, data: DataBundle
+) -> None:
+    recipe = TrainRecipe(epochs=2, batch_size=64)
+    results: list[Baseline] = []
+    models = []
+    start = threading.Barrier(3)
+
+    def job() -> None:
+        torch.manual_seed(0)
+        model = build_model({"name": "mlp", "hidden": [32]}, data.input_shape, data.num_classes)
+        start.wait()  # all three ask for the baseline at the same moment
+        results.append(
+            load_or_train(model, data, recipe, RuntimeConfig(), seed=0, key="k", cache_dir=tmp_path)
+        )
+        models.append(model)
+
+    threads = [threading.Thread(target=job) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(r.cached for r in results) == [False, True, True]  # trained once
+    reference = models[0].state_dict()
+    for model in models[1:]:
+        for name, tensor in model.state_dict().items():
+            assert torch.equal(tensor, reference[name]), name
+    assert [p.name for p in tmp_path.glob("*.pt")] == ["k.pt"]
