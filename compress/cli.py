@@ -15,6 +15,7 @@ CONFIG_DIR = str(Path(__file__).resolve().parents[1] / "conf")
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="config")
 def main(cfg: DictConfig) -> float:
     from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
 
     from compress.tracking import warm_up
 
@@ -22,14 +23,20 @@ def main(cfg: DictConfig) -> float:
     warm_up(plain.get("tracking"))  # MLflow loads in its own process while torch loads here
 
     from compress.errors import CompressError
-    from compress.pipeline import run
+    from compress.pipeline import record_failure, run
     from compress.summary import print_summary
 
-    choices = {k: str(v) for k, v in HydraConfig.get().runtime.choices.items() if "/" not in k}
+    hydra_cfg = HydraConfig.get()
+    tags = {k: str(v) for k, v in hydra_cfg.runtime.choices.items() if "/" not in k}
+    tags["overrides"] = " ".join(hydra_cfg.overrides.task)[:5000]
     try:
-        result = run(plain, tags=choices)
+        result = run(plain, tags=tags)
     except CompressError as error:
         print(f"compress: error: {error}", file=sys.stderr)
-        sys.exit(1)
+        if hydra_cfg.mode != RunMode.MULTIRUN:
+            sys.exit(1)
+        # One job of a sweep: it fails alone (FAILED in tracking), the others go on.
+        record_failure(plain, error, {**tags, "sweep.job": str(hydra_cfg.job.num)})
+        return float("nan")
     print_summary(result)
     return result.metrics["acc"]

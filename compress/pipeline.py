@@ -40,12 +40,14 @@ from compress.distill.config import DistillConfig
 from compress.distill.objective import DistillObjective
 from compress.distill.setup import check_distill, teacher_from_artifact
 from compress.distill.teacher import Teacher
+from compress.errors import CompressError
 from compress.measure import Measurement, compare, count_params, measure_models
 from compress.methods import MethodConfig, MethodContext, Stage, apply_method, parse_method
 from compress.methods.prune import UnstructuredPruning
 from compress.methods.stack import Stack, StackStage, Step
 from compress.models import build_model
 from compress.progress import Progress
+from compress.provenance import provenance
 from compress.schedules import (
     Finetune,
     LotteryTicket,
@@ -169,7 +171,7 @@ def run(cfg: Mapping[str, Any], *, tags: Mapping[str, str] | None = None) -> Res
     run_tags = {**plan.tags(), **(tags or {})}
     with Progress(enabled=plan.runtime.progress) as progress, Run(plan.tracking, run_tags) as run:
         run.log_params(flatten(cfg))
-        run.set_tags({"data.fingerprint": data.fingerprint, "device": device.type})
+        run.set_tags({"data.fingerprint": data.fingerprint, "device": device.type, **provenance()})
         config_path = plan.run_dir / "config.yaml"
         config_path.write_text(yaml.safe_dump(dict(cfg), sort_keys=False))
         run.log_artifact(config_path)
@@ -471,3 +473,21 @@ def _histories(history: list[EpochStats], phase: str) -> dict[str, list[tuple[in
         f"{phase}/{name}": [(h.epoch, getattr(h, name)) for h in history]
         for name in ("loss", "train_acc", "val_acc", "lr")
     }
+
+
+def record_failure(cfg: Mapping[str, Any], error: BaseException, tags: Mapping[str, str]) -> None:
+    """A FAILED tracking run holding `error`, for a job of a sweep refused before its run
+    opened (bad input): the sweep goes on, and its failures stay visible beside the rest.
+    An error raised inside the job's run (a diverging loss) already failed that run."""
+    if getattr(error, "tracked_run_id", None):
+        return
+    try:
+        tracking = from_mapping(TrackingConfig, cfg.get("tracking"), "tracking")
+    except CompressError:
+        return  # the tracking section itself is what is wrong: nowhere to record it
+    try:
+        with Run(tracking, {**tags, **provenance()}) as run:
+            run.log_params(flatten(cfg))
+            raise error
+    except CompressError:
+        pass

@@ -9,6 +9,7 @@ slow import overlaps the job's own start-up.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import json
 import logging
 import subprocess
@@ -176,6 +177,8 @@ class Run:
         if error is None:
             self._worker.call("set_terminated", run_id=self.run_id, status="FINISHED")
             return
+        with contextlib.suppress(AttributeError):  # the run that holds it, for the caller
+            error.tracked_run_id = self.run_id  # type: ignore[union-attr]
         try:
             self.set_tags({"error": f"{type(error).__name__}: {error}"[:5000]})
             with tempfile.TemporaryDirectory() as tmp:

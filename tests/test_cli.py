@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import platform
 import signal
 import subprocess
 import sys
@@ -10,15 +11,25 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
 from tests.support import QUICK, mlflow_runs
 
 COMPRESS = str(Path(sys.executable).with_name("compress"))
 
 
-def compress(outputs: Path, *overrides: str) -> subprocess.CompletedProcess[str]:
+def compress(
+    outputs: Path, *overrides: str, multirun: bool = False
+) -> subprocess.CompletedProcess[str]:
+    flags = ["--multirun"] if multirun else []
     return subprocess.run(
-        [COMPRESS, f"paths.outputs={outputs}", f"paths.data={outputs / 'data'}", *overrides],
+        [
+            COMPRESS,
+            *flags,
+            f"paths.outputs={outputs}",
+            f"paths.data={outputs / 'data'}",
+            *overrides,
+        ],
         capture_output=True,
         text=True,
         timeout=300,
@@ -43,6 +54,24 @@ def test_main_job_prints_a_summary_and_logs_a_run(tmp_path: Path) -> None:
     }
     (baseline_artifact,) = tmp_path.glob("cache/baseline_artifacts/*.pt")
     assert baseline_artifact.stat().st_size == mlrun.data.metrics["baseline/bytes"]
+    # Where the run came from: code, overrides, packages, machine.
+    tags = mlrun.data.tags
+    assert len(tags["git.commit"]) == 40 or tags["git.commit"] == "unknown"
+    assert tags["git.dirty"] in ("true", "false", "unknown")
+    assert "schedule.train.epochs=3" in tags["overrides"]
+    assert tags["version.torch"].split("+")[0] == torch.__version__.split("+")[0]
+    assert tags["cpu"] and tags["python"] == platform.python_version()
+
+
+def test_a_bad_job_fails_alone_in_a_sweep(tmp_path: Path) -> None:
+    done = compress(tmp_path, *QUICK, "method.amount=0.5,1.5,0.7", multirun=True)
+    assert done.returncode == 0, done.stderr
+    assert "compress: error: method.amount must be in [0, 1), got 1.5" in done.stderr
+    runs = mlflow_runs(tmp_path)
+    statuses = sorted((r.data.params.get("method.amount"), r.info.status) for r in runs)
+    assert statuses == [("0.5", "FINISHED"), ("0.7", "FINISHED"), ("1.5", "FAILED")]
+    (failed,) = [r for r in runs if r.info.status == "FAILED"]
+    assert "method.amount must be in [0, 1)" in failed.data.tags["error"]
 
 
 BAD_INPUTS = {
