@@ -156,11 +156,13 @@ class Run:
             name=self.config.experiment,
             artifact_location=Path(location).as_uri() if location else None,
         )
+        from compress.sweep import sweep_tags
+
         self.run_id = worker.call(
             "create_run",
             experiment_id=self.experiment_id,
             run_name=self.config.run_name,
-            tags=self.tags,
+            tags={**sweep_tags(), **self.tags},
         )
         self._worker = worker
         log.info("mlflow: run %s in experiment '%s'", self.run_id, self.config.experiment)

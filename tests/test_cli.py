@@ -63,15 +63,23 @@ def test_main_job_prints_a_summary_and_logs_a_run(tmp_path: Path) -> None:
     assert tags["cpu"] and tags["python"] == platform.python_version()
 
 
-def test_a_bad_job_fails_alone_in_a_sweep(tmp_path: Path) -> None:
+def test_a_sweep_is_a_parent_run_and_a_bad_job_fails_alone(tmp_path: Path) -> None:
     done = compress(tmp_path, *QUICK, "method.amount=0.5,1.5,0.7", multirun=True)
     assert done.returncode == 0, done.stderr
     assert "compress: error: method.amount must be in [0, 1), got 1.5" in done.stderr
     runs = mlflow_runs(tmp_path)
-    statuses = sorted((r.data.params.get("method.amount"), r.info.status) for r in runs)
+    (parent,) = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    children = [r for r in runs if r is not parent]
+    statuses = sorted((r.data.params.get("method.amount"), r.info.status) for r in children)
     assert statuses == [("0.5", "FINISHED"), ("0.7", "FINISHED"), ("1.5", "FAILED")]
-    (failed,) = [r for r in runs if r.info.status == "FAILED"]
+    (failed,) = [r for r in children if r.info.status == "FAILED"]
     assert "method.amount must be in [0, 1)" in failed.data.tags["error"]
+    # One parent run for the sweep, each job a child tagged with the sweep's name.
+    assert parent.info.status == "FINISHED"
+    assert parent.data.tags["sweep"].startswith("sweep ")
+    for child in children:
+        assert child.data.tags["mlflow.parentRunId"] == parent.info.run_id
+        assert child.data.tags["sweep"] == parent.data.tags["sweep"]
 
 
 BAD_INPUTS = {
