@@ -225,7 +225,7 @@ def test_separate_teacher_is_trained_once_and_cached(
     teacher = ["distill=kd", "distill.teacher={name:mlp,hidden:[64,64]}"]
     baselines = outputs / "cache" / "baselines"
     artifacts = outputs / "cache" / "baseline_artifacts"
-    before = set(baselines.iterdir())  # the control trained the small_cnn baseline
+    before = set(baselines.glob("*.pt"))  # the control trained the small_cnn baseline
     results: list[Result] = []
     events: list[tuple[int, int]] = []
     files: list[dict[str, int]] = []
@@ -236,7 +236,7 @@ def test_separate_teacher_is_trained_once_and_cached(
         events.append(
             (sum("trained in" in m for m in messages), sum("reusing" in m for m in messages))
         )
-        files.append({p.name: p.stat().st_mtime_ns for p in baselines.iterdir()})
+        files.append({p.name: p.stat().st_mtime_ns for p in baselines.glob("*.pt")})
     # First run: the baseline reused, the teacher trained; second run: both reused.
     assert events == [(1, 1), (0, 2)]
     added = set(files[0]) - {p.name for p in before}
