@@ -22,7 +22,7 @@ def main(cfg: DictConfig) -> float:
     plain = OmegaConf.to_container(cfg, resolve=True)
     warm_up(plain.get("tracking"))  # MLflow loads in its own process while torch loads here
 
-    from compress.errors import CompressError
+    from compress.errors import AlreadyFinished, CompressError
     from compress.pipeline import record_failure, run
     from compress.summary import print_summary
 
@@ -31,6 +31,9 @@ def main(cfg: DictConfig) -> float:
     tags["overrides"] = " ".join(hydra_cfg.overrides.task)[:5000]
     try:
         result = run(plain, tags=tags)
+    except AlreadyFinished as done:
+        print(f"compress: skipped: {done}")
+        return done.metrics.get("acc", float("nan"))
     except CompressError as error:
         print(f"compress: error: {error}", file=sys.stderr)
         if hydra_cfg.mode != RunMode.MULTIRUN:

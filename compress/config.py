@@ -207,6 +207,9 @@ class TrackingConfig:
     experiment: str = "compress"
     run_name: str | None = None
     artifact_location: str | None = None
+    #: Skip a job whose exact config already FINISHED in this experiment (re-launching a
+    #: sweep runs only what is missing, failed or was killed).
+    resume: bool = False
 
     def __post_init__(self) -> None:
         require(

@@ -15,3 +15,12 @@ class DatasetMissingError(CompressError):
 
 class TrainingDivergedError(CompressError):
     """The loss became NaN or infinite; training stops rather than produce a broken model."""
+
+
+class AlreadyFinished(Exception):
+    """Resuming: a run with this exact config already FINISHED; nothing was run again."""
+
+    def __init__(self, run_id: str, metrics: dict[str, float]) -> None:
+        super().__init__(f"an identical config already finished as run {run_id}")
+        self.run_id = run_id
+        self.metrics = metrics

@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import functools
+import hashlib
 import json
 import logging
 import math
@@ -40,7 +41,7 @@ from compress.distill.config import DistillConfig
 from compress.distill.objective import DistillObjective
 from compress.distill.setup import check_distill, teacher_from_artifact
 from compress.distill.teacher import Teacher
-from compress.errors import CompressError
+from compress.errors import AlreadyFinished, CompressError
 from compress.measure import Measurement, compare, count_params, measure_models
 from compress.methods import MethodConfig, MethodContext, Stage, apply_method, parse_method
 from compress.methods.prune import UnstructuredPruning
@@ -64,7 +65,7 @@ from compress.sensitivity import (
     plot,
     write_csv,
 )
-from compress.tracking import Run, flatten
+from compress.tracking import Run, finished_run, flatten
 from compress.train import EpochStats, accuracy, fit
 
 log = logging.getLogger(__name__)
@@ -167,8 +168,14 @@ def run(cfg: Mapping[str, Any], *, tags: Mapping[str, str] | None = None) -> Res
     if plan.runtime.channels_last:
         model = model.to(memory_format=torch.channels_last)
 
+    identity = {"config.hash": config_hash(cfg)}
+    if plan.tracking.enabled and plan.tracking.resume:
+        previous = finished_run(plan.tracking, identity)
+        if previous is not None:
+            log.info("skipped: identical config already finished as run %s", previous["run_id"])
+            raise AlreadyFinished(previous["run_id"], previous["metrics"])
     plan.run_dir.mkdir(parents=True, exist_ok=True)
-    run_tags = {**plan.tags(), **(tags or {})}
+    run_tags = {**plan.tags(), **(tags or {}), **identity}
     with Progress(enabled=plan.runtime.progress) as progress, Run(plan.tracking, run_tags) as run:
         run.log_params(flatten(cfg))
         run.set_tags({"data.fingerprint": data.fingerprint, "device": device.type, **provenance()})
@@ -473,6 +480,14 @@ def _histories(history: list[EpochStats], phase: str) -> dict[str, list[tuple[in
         f"{phase}/{name}": [(h.epoch, getattr(h, name)) for h in history]
         for name in ("loss", "train_acc", "val_acc", "lr")
     }
+
+
+def config_hash(cfg: Mapping[str, Any]) -> str:
+    """What identifies an experiment: its resolved config without the run's own folder."""
+    plain = {k: v for k, v in cfg.items() if k != "paths"}
+    plain["paths"] = {k: v for k, v in dict(cfg.get("paths", {})).items() if k != "run_dir"}
+    blob = json.dumps(plain, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:24]
 
 
 def record_failure(cfg: Mapping[str, Any], error: BaseException, tags: Mapping[str, str]) -> None:

@@ -136,6 +136,18 @@ def warm_up(tracking: Mapping[str, Any] | None) -> None:
         worker_for(str(tracking["uri"]))
 
 
+def finished_run(config: TrackingConfig, tags: Mapping[str, str]) -> dict[str, Any] | None:
+    """The newest FINISHED run of the experiment holding `tags`: its id and metrics."""
+    worker = worker_for(str(config.uri))
+    location = config.artifact_location
+    experiment = worker.call(
+        "experiment",
+        name=config.experiment,
+        artifact_location=Path(location).as_uri() if location else None,
+    )
+    return worker.call("finished_run", experiment_id=experiment, tags=dict(tags))
+
+
 class Run:
     """An open MLflow run (or a no-op stand-in when tracking is disabled)."""
 

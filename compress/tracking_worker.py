@@ -64,8 +64,22 @@ def serve(uri: str) -> None:
         client.set_terminated(run_id, status=status)
         open_runs.discard(run_id)
 
+    def finished_run(experiment_id: str, tags: dict[str, str]) -> dict[str, Any] | None:
+        """The newest FINISHED run holding all of `tags`, with its metrics (or None)."""
+        where = " and ".join(f"tags.`{k}` = '{v}'" for k, v in tags.items())
+        found = client.search_runs(
+            [experiment_id],
+            filter_string=f"{where} and attributes.status = 'FINISHED'",
+            order_by=["attributes.start_time DESC"],
+            max_results=1,
+        )
+        if not found:
+            return None
+        return {"run_id": found[0].info.run_id, "metrics": found[0].data.metrics}
+
     ops = {
         "experiment": lambda **a: _experiment(client, **a),
+        "finished_run": finished_run,
         "create_run": create_run,
         "log_batch": lambda **a: _log_batch(client, **a),
         "log_artifact": lambda run_id, path, folder: client.log_artifact(run_id, path, folder),

@@ -8,7 +8,7 @@ import pytest
 
 from compress.artifact import load_artifact
 from compress.data import load_dataset
-from compress.errors import TrainingDivergedError
+from compress.errors import AlreadyFinished, TrainingDivergedError
 from compress.methods.masks import prunable_weights
 from compress.pipeline import run
 from compress.train import accuracy
@@ -195,3 +195,27 @@ def test_empty_sensitivity_levels_fail_before_training(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="levels"):
         run(cfg)
     assert not (tmp_path / "cache").exists()
+
+
+def test_resume_skips_a_config_that_already_finished(tmp_path: Path) -> None:
+    cfg = compose_config(tmp_path, *QUICK, "dataset=fake", "tracking.resume=true")
+    first = run(cfg)
+    with pytest.raises(AlreadyFinished) as skipped:
+        run(cfg)
+    (finished,) = mlflow_runs(tmp_path)  # nothing was run or logged again
+    assert skipped.value.run_id == finished.info.run_id
+    assert skipped.value.metrics["acc"] == first.metrics["acc"]
+    # Another config is not the same experiment: it runs.
+    other = run(compose_config(tmp_path, *QUICK, "dataset=fake", "tracking.resume=true",
+                               "method.amount=0.5"))  # fmt: skip
+    assert other.metrics["sparsity"] == pytest.approx(0.5, abs=0.01)
+    assert len(mlflow_runs(tmp_path)) == 2
+
+
+def test_a_failed_run_is_not_skipped_on_resume(tmp_path: Path) -> None:
+    bad = ["dataset=fake", "tracking.resume=true", "schedule.train.lr=1e6"]
+    with pytest.raises(TrainingDivergedError):
+        run(compose_config(tmp_path, *QUICK, *bad))
+    with pytest.raises(TrainingDivergedError):  # run again, not skipped
+        run(compose_config(tmp_path, *QUICK, *bad))
+    assert [r.info.status for r in mlflow_runs(tmp_path)] == ["FAILED", "FAILED"]
