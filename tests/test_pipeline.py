@@ -11,6 +11,7 @@ from compress.data import load_dataset
 from compress.errors import AlreadyFinished, TrainingDivergedError
 from compress.methods.masks import prunable_weights
 from compress.pipeline import run
+from compress.rerun import main as rerun_main
 from compress.train import accuracy
 from tests.support import QUICK, compose_config, mlflow_runs
 
@@ -219,3 +220,26 @@ def test_a_failed_run_is_not_skipped_on_resume(tmp_path: Path) -> None:
     with pytest.raises(TrainingDivergedError):  # run again, not skipped
         run(compose_config(tmp_path, *QUICK, *bad))
     assert [r.info.status for r in mlflow_runs(tmp_path)] == ["FAILED", "FAILED"]
+
+
+def test_rerun_from_a_run_id_reproduces_every_figure_but_timings(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    first = run(compose_config(tmp_path, *QUICK, "dataset=fake"))
+    (logged,) = mlflow_runs(tmp_path)
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    with pytest.raises(SystemExit) as done:
+        rerun_main([logged.info.run_id, "--tracking-uri", uri])
+    assert done.value.code == 0, capsys.readouterr().out
+    assert "0 differ" in capsys.readouterr().out
+    runs = mlflow_runs(tmp_path)
+    (again,) = [r for r in runs if r.data.tags.get("rerun_of") == logged.info.run_id]
+    for name in ("acc", "baseline/acc", "nonzeros", "bytes", "ratio/size", "sparsity"):
+        assert again.data.metrics[name] == first.metrics[name], name
+
+
+def test_rerun_of_an_unknown_run_is_one_line(tmp_path: Path) -> None:
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    with pytest.raises(SystemExit) as done:
+        rerun_main(["0123456789abcdef", "--tracking-uri", uri])
+    assert str(done.value.code) == f"compress-rerun: error: no run '0123456789abcdef' in {uri}"

@@ -1,0 +1,78 @@
+"""`compress-rerun RUN_ID`: run a logged experiment again from what MLflow holds of it.
+
+The run's resolved config (its `config.yaml` artifact) is fetched and run through the
+same pipeline into a new run folder, tagged `rerun_of`. On the CPU everything but the
+timings comes out identical (training is seeded; a cached baseline is reused); the
+figures of both runs are printed side by side.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+#: Figures that depend on the machine's load, not on the experiment.
+TIMINGS = ("latency", "speedup/latency", "speedup/onnx", "speedup/latency_vs_compiled")
+
+
+def fetch_config(run_id: str, tracking_uri: str) -> dict[str, Any]:
+    """The resolved config logged with run `run_id`; a one-line SystemExit if absent."""
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    client = MlflowClient(tracking_uri=tracking_uri)
+    try:
+        client.get_run(run_id)
+    except MlflowException:
+        sys.exit(f"compress-rerun: error: no run '{run_id}' in {tracking_uri}")
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            path = client.download_artifacts(run_id, "config.yaml", tmp)
+        except (MlflowException, OSError):
+            sys.exit(f"compress-rerun: error: run '{run_id}' has no config.yaml artifact")
+        return yaml.safe_load(Path(path).read_text())
+
+
+def is_timing(metric: str) -> bool:
+    return any(part in metric for part in TIMINGS)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="compress-rerun", description=__doc__.splitlines()[0])
+    parser.add_argument("run_id")
+    parser.add_argument(
+        "--tracking-uri",
+        default=f"sqlite:///{Path('outputs').resolve() / 'mlflow.db'}",
+        help="where the run is logged (default: this folder's outputs/mlflow.db)",
+    )
+    args = parser.parse_args(argv)
+    cfg = fetch_config(args.run_id, args.tracking_uri)
+
+    from compress.errors import CompressError
+    from compress.pipeline import run
+
+    outputs = Path(cfg["paths"]["outputs"])
+    stamp = datetime.now().strftime("%Y-%m-%d/%H-%M-%S-%f")
+    cfg["paths"]["run_dir"] = str(outputs / "reruns" / args.run_id / stamp)
+    try:
+        result = run(cfg, tags={"rerun_of": args.run_id})
+    except CompressError as error:
+        sys.exit(f"compress-rerun: error: {error}")
+    from mlflow import MlflowClient
+
+    before = MlflowClient(tracking_uri=args.tracking_uri).get_run(args.run_id).data.metrics
+    same = [k for k, v in result.metrics.items() if not is_timing(k) and before.get(k) == v]
+    differ = [k for k, v in result.metrics.items() if not is_timing(k) and before.get(k) != v]
+    print(
+        f"rerun of {args.run_id}: {len(same)} figures identical, {len(differ)} differ "
+        f"(timings left out); run folder {result.run_dir}"
+    )
+    for key in differ:
+        print(f"  {key}: {before.get(key)} -> {result.metrics[key]}")
+    sys.exit(1 if differ else 0)
