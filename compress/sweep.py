@@ -35,8 +35,11 @@ def sweep_tags() -> dict[str, str]:
 
 
 class ParentRun(Callback):
+    """Holds only plain values: launchers (joblib) pickle callbacks to their workers."""
+
     def __init__(self) -> None:
-        self.run: Any = None
+        self.run_id: str | None = None
+        self.uri: str | None = None
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         from compress.config import TrackingConfig, from_mapping
@@ -49,19 +52,21 @@ class ParentRun(Callback):
         sweep_dir = Path(str(config.hydra.sweep.dir))
         name = f"sweep {sweep_dir.parent.name} {sweep_dir.name}"
         overrides = " ".join(config.hydra.overrides.task)
-        self.run = Run(
+        run = Run(
             dataclasses.replace(tracking, run_name=name),
             {"sweep": name, "sweep.dir": str(sweep_dir), "overrides": overrides},
         )
-        self.run.__enter__()
-        os.environ[PARENT_ENV] = self.run.run_id or ""
+        self.run_id, self.uri = run.__enter__().run_id, tracking.uri
+        os.environ[PARENT_ENV] = self.run_id or ""
         os.environ[SWEEP_ENV] = name
-        log.info("mlflow: sweep parent run %s (%s)", self.run.run_id, name)
+        log.info("mlflow: sweep parent run %s (%s)", self.run_id, name)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        if self.run is None:
+        if self.run_id is None or self.uri is None:
             return
+        from compress.tracking import worker_for
+
         os.environ.pop(PARENT_ENV, None)
         os.environ.pop(SWEEP_ENV, None)
-        self.run.__exit__(None, None, None)
-        self.run = None
+        worker_for(self.uri).call("set_terminated", run_id=self.run_id, status="FINISHED")
+        self.run_id = None

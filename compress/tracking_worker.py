@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import time
 from typing import Any
 
 
@@ -43,6 +44,22 @@ def _log_batch(
         params=[Param(k, v) for k, v in params],
         tags=[RunTag(k, v) for k, v in tags],
     )
+
+
+#: Waits before retrying a write that SQLite refused because another job held the lock.
+RETRY_SECONDS = (0.1, 0.2, 0.5, 1, 2, 4, 8)
+
+
+def _retrying(op: Any, args: dict[str, Any]) -> Any:
+    """`op(**args)`, retried while SQLite says "database is locked" (parallel jobs)."""
+    for wait in RETRY_SECONDS:
+        try:
+            return op(**args)
+        except Exception as error:
+            if "database is locked" not in str(error):
+                raise
+            time.sleep(wait)
+    return op(**args)
 
 
 def serve(uri: str) -> None:
@@ -88,7 +105,7 @@ def serve(uri: str) -> None:
     for line in sys.stdin:
         request = json.loads(line)
         try:
-            reply = {"ok": True, "result": ops[request["op"]](**request["args"])}
+            reply = {"ok": True, "result": _retrying(ops[request["op"]], request["args"])}
         except Exception as error:
             reply = {"ok": False, "error": f"{type(error).__name__}: {error}"}
         sys.stdout.write(json.dumps(reply) + "\n")

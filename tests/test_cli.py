@@ -130,3 +130,26 @@ def test_killed_job_leaves_a_killed_run_and_no_cache(tmp_path: Path) -> None:
         time.sleep(0.5)
     assert [r.info.status for r in runs] == ["KILLED"]
     assert not list(tmp_path.glob("cache/baselines/*.pt"))
+
+
+def test_parallel_sweep_on_one_sqlite_store_loses_nothing(tmp_path: Path) -> None:
+    done = compress(
+        tmp_path,
+        "hydra/launcher=joblib",
+        "hydra.launcher.n_jobs=2",
+        *QUICK,
+        "method.amount=0.5,0.6,0.7,0.8",
+        multirun=True,
+    )
+    assert done.returncode == 0, done.stderr
+    runs = mlflow_runs(tmp_path)
+    (parent,) = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    children = [r for r in runs if r is not parent]
+    assert sorted(r.data.params["method.amount"] for r in children) == ["0.5", "0.6", "0.7", "0.8"]
+    assert {r.info.status for r in runs} == {"FINISHED"}
+    assert {r.data.tags["mlflow.parentRunId"] for r in children} == {parent.info.run_id}
+    # The jobs shared one baseline: trained by one of them, loaded by the others.
+    assert sorted(r.data.tags["baseline.cached"] for r in children) == [
+        "false", "true", "true", "true"
+    ]  # fmt: skip
+    assert len(list((tmp_path / "cache" / "baselines").glob("*.pt"))) == 1
