@@ -65,7 +65,7 @@ from compress.sensitivity import (
     plot,
     write_csv,
 )
-from compress.tracking import Run, finished_run, flatten
+from compress.tracking import Run, finished_run, flatten, sweep_tags, tag_run
 from compress.train import EpochStats, accuracy, fit
 
 log = logging.getLogger(__name__)
@@ -169,11 +169,7 @@ def run(cfg: Mapping[str, Any], *, tags: Mapping[str, str] | None = None) -> Res
         model = model.to(memory_format=torch.channels_last)
 
     identity = {"config.hash": config_hash(cfg)}
-    if plan.tracking.enabled and plan.tracking.resume:
-        previous = finished_run(plan.tracking, identity)
-        if previous is not None:
-            log.info("skipped: identical config already finished as run %s", previous["run_id"])
-            raise AlreadyFinished(previous["run_id"], previous["metrics"])
+    _skip_if_finished(plan.tracking, identity["config.hash"])
     plan.run_dir.mkdir(parents=True, exist_ok=True)
     run_tags = {**plan.tags(), **(tags or {}), **identity}
     with Progress(enabled=plan.runtime.progress) as progress, Run(plan.tracking, run_tags) as run:
@@ -480,6 +476,22 @@ def _histories(history: list[EpochStats], phase: str) -> dict[str, list[tuple[in
         f"{phase}/{name}": [(h.epoch, getattr(h, name)) for h in history]
         for name in ("loss", "train_acc", "val_acc", "lr")
     }
+
+
+def _skip_if_finished(tracking: TrackingConfig, digest: str) -> None:
+    """Resume: raise AlreadyFinished when this exact config already FINISHED. In a sweep the
+    earlier run is named on the sweep's parent (`resumed.<hash>`), so the sweep's report
+    still counts it."""
+    parent = sweep_tags().get("mlflow.parentRunId")
+    if not tracking.resumes(in_sweep=parent is not None):
+        return
+    previous = finished_run(tracking, {"config.hash": digest})
+    if previous is None:
+        return
+    log.info("skipped: identical config already finished as run %s", previous["run_id"])
+    if parent is not None:
+        tag_run(tracking, parent, {f"resumed.{digest}": previous["run_id"]})
+    raise AlreadyFinished(previous["run_id"], previous["metrics"])
 
 
 def config_hash(cfg: Mapping[str, Any]) -> str:

@@ -5,8 +5,9 @@ multirun it creates the experiment and the parent run once, in the launching pro
 and hands the parent's id to the jobs in `COMPRESS_PARENT_RUN_ID` — not `MLFLOW_RUN_ID`,
 which would make the first job write into the parent itself. Each job's run is then a
 child (`mlflow.parentRunId`) tagged with the sweep's name, so the MLflow UI nests and
-filters a sweep at a glance. The parent is closed (FINISHED) when the sweep ends; a
-failed job is a FAILED child with its error.
+filters a sweep at a glance. When the sweep ends, its report (`compress.report`: accuracy
+against `report_axis`, Pareto front, failures) is written to the sweep folder and logged to
+the parent, which is then closed (FINISHED); a failed job is a FAILED child with its error.
 """
 
 from __future__ import annotations
@@ -20,26 +21,19 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
+from compress.tracking import PARENT_ENV, SWEEP_ENV
+
 log = logging.getLogger(__name__)
-
-PARENT_ENV = "COMPRESS_PARENT_RUN_ID"
-SWEEP_ENV = "COMPRESS_SWEEP"
-
-
-def sweep_tags() -> dict[str, str]:
-    """Tags that make the current job's run a child of its sweep's parent (none outside)."""
-    parent = os.environ.get(PARENT_ENV)
-    if not parent:
-        return {}
-    return {"mlflow.parentRunId": parent, "sweep": os.environ.get(SWEEP_ENV, "")}
 
 
 class ParentRun(Callback):
     """Holds only plain values: launchers (joblib) pickle callbacks to their workers."""
 
-    def __init__(self) -> None:
+    def __init__(self, report_axis: str | None = "ratio/size") -> None:
+        self.report_axis = report_axis
         self.run_id: str | None = None
         self.uri: str | None = None
+        self.sweep_dir: str | None = None
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         from compress.config import TrackingConfig, from_mapping
@@ -57,6 +51,7 @@ class ParentRun(Callback):
             {"sweep": name, "sweep.dir": str(sweep_dir), "overrides": overrides},
         )
         self.run_id, self.uri = run.__enter__().run_id, tracking.uri
+        self.sweep_dir = str(sweep_dir)
         os.environ[PARENT_ENV] = self.run_id or ""
         os.environ[SWEEP_ENV] = name
         log.info("mlflow: sweep parent run %s (%s)", self.run_id, name)
@@ -68,5 +63,19 @@ class ParentRun(Callback):
 
         os.environ.pop(PARENT_ENV, None)
         os.environ.pop(SWEEP_ENV, None)
+        if self.report_axis:
+            self._report(self.uri, self.run_id, self.report_axis)
         worker_for(self.uri).call("set_terminated", run_id=self.run_id, status="FINISHED")
         self.run_id = None
+
+    def _report(self, uri: str, run_id: str, axis: str) -> None:
+        """The sweep's report beside it and on the parent run; a sweep whose report cannot
+        be drawn (every job failed) still ends, with the reason in the log."""
+        from compress.report import report_for_parent
+
+        try:
+            path = report_for_parent(uri, run_id, axis, Path(self.sweep_dir or "."))
+        except Exception as error:
+            log.warning("sweep report not written: %s", error)
+            return
+        log.info("sweep report: %s", path)

@@ -12,6 +12,7 @@ import atexit
 import contextlib
 import json
 import logging
+import os
 import subprocess
 import sys
 import tempfile
@@ -30,6 +31,19 @@ _PARAM_LIMIT = 6000  # MLflow's limit on one param value
 _BATCH = {"params": 100, "metrics": 1000}  # MLflow's limits per log_batch request
 
 T = TypeVar("T")
+
+#: A sweep's parent run id and name, handed to its jobs (not through MLFLOW_RUN_ID, which
+#: would make the first job write into the parent itself).
+PARENT_ENV = "COMPRESS_PARENT_RUN_ID"
+SWEEP_ENV = "COMPRESS_SWEEP"
+
+
+def sweep_tags() -> dict[str, str]:
+    """Tags that make the current job's run a child of its sweep's parent (none outside)."""
+    parent = os.environ.get(PARENT_ENV)
+    if not parent:
+        return {}
+    return {"mlflow.parentRunId": parent, "sweep": os.environ.get(SWEEP_ENV, "")}
 
 
 def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
@@ -148,6 +162,13 @@ def finished_run(config: TrackingConfig, tags: Mapping[str, str]) -> dict[str, A
     return worker.call("finished_run", experiment_id=experiment, tags=dict(tags))
 
 
+def tag_run(config: TrackingConfig, run_id: str, tags: Mapping[str, str]) -> None:
+    """Set `tags` on an existing run (a sweep's parent, from one of its jobs)."""
+    worker_for(str(config.uri)).call(
+        "log_batch", run_id=run_id, tags=[[k, str(v)] for k, v in tags.items()]
+    )
+
+
 class Run:
     """An open MLflow run (or a no-op stand-in when tracking is disabled)."""
 
@@ -168,8 +189,6 @@ class Run:
             name=self.config.experiment,
             artifact_location=Path(location).as_uri() if location else None,
         )
-        from compress.sweep import sweep_tags
-
         self.run_id = worker.call(
             "create_run",
             experiment_id=self.experiment_id,

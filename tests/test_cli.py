@@ -153,3 +153,44 @@ def test_parallel_sweep_on_one_sqlite_store_loses_nothing(tmp_path: Path) -> Non
         "false", "true", "true", "true"
     ]  # fmt: skip
     assert len(list((tmp_path / "cache" / "baselines").glob("*.pt"))) == 1
+
+
+def test_a_killed_sweep_relaunched_runs_only_what_did_not_finish(tmp_path: Path) -> None:
+    sweep = [*QUICK, "schedule.finetune.epochs=8", "method.amount=0.5,0.6"]
+    paths = [f"paths.outputs={tmp_path}", f"paths.data={tmp_path / 'data'}"]  # as `compress` sets
+    log = tmp_path / "sweep.log"
+    with log.open("w") as out:
+        first = subprocess.Popen(
+            [COMPRESS, "-m", *paths, f"hydra.sweep.dir={tmp_path}/s1", *sweep],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + 240
+        opened = "[compress.tracking][INFO] - mlflow: run "
+        while log.read_text().count(opened) < 2 and time.monotonic() < deadline:
+            time.sleep(0.1)  # until the second job has opened its run
+        time.sleep(0.5)
+        first.send_signal(signal.SIGKILL)
+        first.wait()
+    assert log.read_text().count(opened) == 2, log.read_text()
+
+    done = compress(tmp_path, f"hydra.sweep.dir={tmp_path}/s2", *sweep, multirun=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.count("compress: skipped") == 1  # job 0 had finished
+    runs = mlflow_runs(tmp_path)
+    parents = [r for r in runs if "sweep.dir" in r.data.tags]
+    old_parent, new_parent = sorted(parents, key=lambda r: r.info.start_time)
+    jobs = {p.info.run_id: [r for r in runs if r.data.tags.get("mlflow.parentRunId") ==
+                            p.info.run_id] for p in parents}  # fmt: skip
+    # The killed sweep: its parent and its second job were marked KILLED by the worker.
+    assert old_parent.info.status == "KILLED"
+    assert sorted(r.info.status for r in jobs[old_parent.info.run_id]) == ["FINISHED", "KILLED"]
+    (finished,) = [r for r in jobs[old_parent.info.run_id] if r.info.status == "FINISHED"]
+    # The relaunch ran only the killed job, on the cached baseline, and names the skipped one.
+    (rerun,) = jobs[new_parent.info.run_id]
+    assert rerun.info.status == "FINISHED" and new_parent.info.status == "FINISHED"
+    assert rerun.data.params["method.amount"] == "0.6"
+    assert rerun.data.tags["baseline.cached"] == "true"
+    digest = finished.data.tags["config.hash"]
+    assert new_parent.data.tags[f"resumed.{digest}"] == finished.info.run_id
+    assert len(list((tmp_path / "cache" / "baselines").glob("*.pt"))) == 1

@@ -7,7 +7,9 @@ from pathlib import Path
 import pytest
 
 from compress.cli import CONFIG_DIR
+from compress.config import TrackingConfig
 from compress.data import DATASET_NAMES
+from compress.errors import ConfigError
 from compress.methods import method_names
 from compress.models import MODEL_NAMES, build_model
 from compress.pipeline import Plan
@@ -74,3 +76,20 @@ def test_default_is_pruning_a_small_cnn_on_digits(tmp_path: Path) -> None:
 def test_finetune_inherits_the_training_recipe(tmp_path: Path) -> None:
     cfg = compose_config(tmp_path, "schedule.train.batch_size=32")
     assert cfg["schedule"]["finetune"]["batch_size"] == 32
+
+
+@pytest.mark.parametrize(
+    ("resume", "in_sweep", "skips"),
+    [("auto", True, True), ("auto", False, False), (True, False, True), (False, True, False)],
+)
+def test_resume_auto_skips_finished_configs_only_in_sweeps(
+    resume: bool | str, in_sweep: bool, skips: bool
+) -> None:
+    tracking = TrackingConfig(uri="sqlite:///x.db", resume=resume)
+    assert tracking.resumes(in_sweep=in_sweep) is skips
+    assert TrackingConfig(enabled=False, resume=True).resumes(in_sweep=True) is False
+
+
+def test_resume_takes_only_auto_or_a_boolean() -> None:
+    with pytest.raises(ConfigError, match=r"tracking\.resume must be auto, true or false"):
+        TrackingConfig(uri="sqlite:///x.db", resume="always")
