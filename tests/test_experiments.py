@@ -1,0 +1,224 @@
+"""experiments/: every recipe composes into a valid plan (each point of its sweep too), says
+its command and claim up front, and the table generator aggregates and writes rows; the
+slow tests run every recipe's smoke version end to end."""
+
+from __future__ import annotations
+
+import importlib
+import itertools
+import json
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+import yaml
+
+from compress.errors import DatasetMissingError
+from compress.pipeline import Plan, run
+from tests.support import REPO_ROOT, compose_config
+
+EXPERIMENTS = REPO_ROOT / "experiments"
+
+
+def _import(name: str) -> ModuleType:
+    """A module of experiments/ (scripts that import their siblings, as run from there)."""
+    sys.path.insert(0, str(EXPERIMENTS))
+    try:
+        return importlib.import_module(name)
+    finally:
+        sys.path.remove(str(EXPERIMENTS))
+
+
+results = _import("results")
+reproduce = _import("reproduce")
+STUDIES = sorted(p.stem for p in EXPERIMENTS.glob("*.yaml"))
+
+
+def _recipe(study: str) -> dict:
+    return yaml.safe_load((EXPERIMENTS / f"{study}.yaml").read_text())
+
+
+def _sweep_points(study: str) -> list[list[str]]:
+    """Override lists for every combination of the study's sweep, seeds left out (a seed
+    changes no structure); one empty list for a study that is not a sweep."""
+    params = ((_recipe(study).get("hydra") or {}).get("sweeper") or {}).get("params") or {}
+    axes = [
+        [f"{key}={value.strip()}" for value in str(values).split(",")]
+        for key, values in params.items()
+        if key != "seed"
+    ]
+    return [list(combo) for combo in itertools.product(*axes)]
+
+
+def test_the_experiment_group_is_this_folder() -> None:
+    link = REPO_ROOT / "conf" / "experiment"
+    assert link.resolve() == EXPERIMENTS.resolve()
+    assert len(STUDIES) >= 11
+
+
+@pytest.mark.parametrize("study", STUDIES)
+def test_recipe_composes_into_a_valid_plan_at_every_point(study: str, tmp_path: Path) -> None:
+    for overrides in _sweep_points(study):
+        cfg = compose_config(
+            tmp_path, f"+experiment={study}", f"dataset.root={tmp_path / 'data'}", *overrides
+        )
+        plan = Plan.from_config(cfg)  # every section parses: method, schedule, distill ...
+        assert cfg["study"]["paper"] and plan.dataset["name"] == cfg["dataset"]["name"]
+        for override in overrides:
+            key, value = override.split("=", 1)
+            if "." not in key:  # a group chosen by the sweep, e.g. schedule=agp
+                assert cfg[key]["name"] in (value, "stack", "distill")
+
+
+@pytest.mark.parametrize("study", STUDIES)
+def test_recipe_opens_with_its_command_and_claim(study: str) -> None:
+    lines = (EXPERIMENTS / f"{study}.yaml").read_text().splitlines()
+    assert lines[0] == "# @package _global_"
+    header = []
+    for line in lines[1:]:
+        if not line.startswith("#"):
+            break
+        header.append(line)
+    text = " ".join(header)
+    loaded = results.Study.load(study)
+    assert loaded.command.removeprefix("uv run compress ") in text, "the command to run it"
+    assert str(loaded.year) in text, "the paper, by year"
+    assert "Expected here" in text or "Not run here" in text, "our expected number"
+
+
+def test_recipe_without_its_data_stops_with_where_to_put_it(tmp_path: Path) -> None:
+    missing = tmp_path / "nowhere"
+    cfg = compose_config(tmp_path, "+experiment=han2015_lenet300", f"dataset.root={missing}")
+    with pytest.raises(DatasetMissingError) as error:
+        run(cfg)
+    message = str(error.value)
+    assert str(missing / "MNIST" / "raw") in message and "train-images-idx3-ubyte" in message
+    assert "\n" not in message
+
+
+def test_smoke_overrides_let_the_study_and_the_user_win() -> None:
+    study = results.Study.load("han2015_lenet5")
+    cmd = reproduce.command(study, Path("/s"), Path("/o"), True, ["tracking=mlflow"])
+    assert "dataset=fake" in cmd and "dataset=digits" not in cmd
+    assert "schedule.finetune.epochs=4" in cmd and "schedule.finetune.epochs=2" not in cmd
+    assert "tracking=mlflow" in cmd and "tracking=none" not in cmd
+    assert cmd[1:3] == ["-m", "+experiment=han2015_lenet5"]
+    assert "hydra.sweep.dir=/s" in cmd and "paths.outputs=/o" in cmd
+    full = reproduce.command(study, Path("/s"), Path("/o"), False, [])
+    assert not any(o.startswith("dataset=") for o in full), "a full run keeps the recipe's data"
+
+
+# --- the table generator on hand-made summaries ----------------------------------------
+
+
+def _job(sweep: Path, number: int, overrides: list[str], metrics: dict, root: str) -> None:
+    folder = sweep / str(number)
+    (folder / ".hydra").mkdir(parents=True)
+    (folder / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(overrides))
+    config = {"dataset": {"name": "mnist", "root": root}}
+    (folder / "config.yaml").write_text(yaml.safe_dump(config))
+    (folder / "summary.json").write_text(json.dumps({"metrics": metrics}))
+
+
+def _agp_sweep(sweep: Path) -> None:
+    """zhu_gupta_agp at two sparsities, two seeds: AGP ahead at 0.98, behind at 0.9."""
+    accs = {("0.9", "oneshot"): (0.95, 0.96), ("0.9", "agp"): (0.94, 0.95)}
+    accs |= {("0.98", "oneshot"): (0.90, 0.92), ("0.98", "agp"): (0.93, 0.93)}
+    number = 0
+    for (amount, schedule), values in accs.items():
+        for seed, acc in enumerate(values):
+            overrides = [f"schedule={schedule}", f"method.amount={amount}", f"seed={seed}"]
+            metrics = {"acc": acc, "baseline/acc": 0.96, "ratio/params": 10.0}
+            _job(sweep, number, [*overrides, "+experiment=zhu_gupta_agp"], metrics, "/d/mnist10k")
+            number += 1
+
+
+def test_aggregate_averages_seeds_per_arm_and_point(tmp_path: Path) -> None:
+    _agp_sweep(tmp_path)
+    study = results.Study.load("zhu_gupta_agp")
+    points = {p.label: p for p in results.aggregate(study, results.collect(tmp_path))}
+    assert set(points) == {"0.9", "0.98"}
+    low = points["0.9"].values
+    assert low["oneshot.acc"].mean == pytest.approx(0.955)
+    assert low["oneshot.acc"].std == pytest.approx(0.0070711, rel=1e-4)
+    assert low["agp.n"] == 2 and low["agp.delta_pt"].mean == pytest.approx(-1.5)
+    assert low["gain_pt"].mean == pytest.approx(-1.0)
+    assert points["0.9"].failures and not points["0.98"].failures
+    text = results.render(study.report, points["0.98"].values)
+    assert text == "0.98: one-shot 91.00% ± 1.41%, AGP 93.00% ± 0.00% (+2.00 pt)"
+
+
+def test_row_says_partly_and_names_the_miss(tmp_path: Path) -> None:
+    _agp_sweep(tmp_path)
+    study = results.Study.load("zhu_gupta_agp")
+    row = results.make_row(study, results.collect(tmp_path), "2026-01-02", 600.0)
+    cells = [c.strip() for c in row.strip("|").split(" | ")]
+    assert len(cells) == len(results.COLUMNS)
+    assert cells[0] == "`zhu_gupta_agp`"
+    assert cells[6].startswith("**partly (1 of 2 settings)**")
+    assert "0.9: missed agp.acc >= oneshot.acc (0.945 vs 0.955)" in cells[6]
+    assert cells[7] == "MNIST-10k (8k/2k)"
+    assert cells[8] == "`uv run compress -m +experiment=zhu_gupta_agp`"
+    assert cells[9] == "2026-01-02 (10 min)"
+
+
+def test_single_job_row_meets_targets_and_names_digits(tmp_path: Path) -> None:
+    metrics = {"acc": 0.958, "baseline/acc": 0.958, "ratio/params": 12.1}
+    _job(tmp_path, 0, ["seed=0"], metrics, "")
+    (tmp_path / "0" / "config.yaml").write_text(yaml.safe_dump({"dataset": {"name": "digits"}}))
+    study = results.Study.load("han2015_lenet300")
+    row = results.make_row(study, results.collect(tmp_path), "2026-01-02", None)
+    assert "12.10x fewer weights; 95.80% → 95.80% (+0.00 pt, n=1)" in row
+    assert "**yes**" in row and "| digits |" in row and "| 2026-01-02 |" in row
+
+
+def test_update_table_replaces_run_rows_and_keeps_the_others() -> None:
+    head = "# t\n\n" + results.BEGIN + "\n| Study | x |\n|---|---|\n"
+    text = head + "| `b` | old b |\n| `a` | old a |\n" + results.END + "\nclosing note\n"
+    new = results.update_table(text, {"b": "| `b` | new b |", "c": "| `c` | c |"}, ["c", "a"])
+    body = new.split(results.BEGIN)[1].split(results.END)[0]
+    rows = [line for line in body.splitlines() if line.startswith("| `")]
+    assert rows == ["| `c` | c |", "| `a` | old a |", "| `b` | new b |"]
+    assert new.endswith("closing note\n") and new.startswith("# t")
+    with pytest.raises(results.StudyError, match="markers"):
+        results.update_table("no table here", {}, [])
+
+
+def test_collect_mode_writes_the_row_into_the_readme(tmp_path: Path, capsys) -> None:
+    _agp_sweep(tmp_path / "experiments" / "zhu_gupta_agp" / "2026-01-02_10-00-00")
+    readme = tmp_path / "README.md"
+    readme.write_text(f"x\n{results.BEGIN}\n{results.END}\n")
+    code = reproduce.main(
+        ["--collect", "zhu_gupta_agp", "--outputs", str(tmp_path), "--readme", str(readme)]
+    )
+    assert code == 0
+    assert "| `zhu_gupta_agp` |" in readme.read_text()
+    missing = reproduce.main(["--collect", "fitnets", "--outputs", str(tmp_path)])
+    assert missing == 1 and "no finished run" in capsys.readouterr().err
+
+
+def test_unknown_study_is_one_line(capsys) -> None:
+    assert reproduce.main(["no_such_study"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("reproduce: error: no study 'no_such_study'") and err.count("\n") == 1
+
+
+def test_table_order_is_by_year() -> None:
+    order = results.table_order()
+    years = [results.Study.load(n).year for n in order]
+    assert years == sorted(years) and set(order) == set(STUDIES)
+
+
+# --- every recipe, tiny, end to end ---------------------------------------------------
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("study", STUDIES)
+def test_smoke_version_runs_end_to_end(study: str, tmp_path: Path, capsys) -> None:
+    assert reproduce.main(["--smoke", study, "--outputs", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    summaries = list((tmp_path / "experiments" / study).glob("smoke-*/*/summary.json"))
+    assert summaries, out
+    row = next(line for line in out.splitlines() if line.startswith(f"| `{study}` |"))
+    assert "n/a" not in row and "not measured" not in row, row
