@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import fcntl
 import hashlib
 import json
@@ -92,16 +93,32 @@ def load_or_train(
 
 @contextlib.contextmanager
 def _exclusive(lock: Path) -> Iterator[None]:
-    """Hold an exclusive advisory lock on `lock` (released by the OS if the process dies)."""
+    """Hold an exclusive advisory lock on `lock` (released by the OS if the process dies).
+
+    A filesystem without locks (Lustre mounted without `flock`) gets a warning, not a
+    crash: jobs may then train the same baseline twice, and the atomic save keeps the
+    cache whole either way.
+    """
     lock.parent.mkdir(parents=True, exist_ok=True)
     with lock.open("a") as handle:
-        if not _try_lock(handle):
-            log.info("baseline: another job is training it; waiting for %s", lock)
-            fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            if not _try_lock(handle):
+                log.info("baseline: another job is training it; waiting for %s", lock)
+                fcntl.flock(handle, fcntl.LOCK_EX)
+        except OSError as error:
+            if error.errno not in _NO_LOCKS:
+                raise
+            log.warning("baseline: %s cannot be locked (%s); not waiting", lock, error)
+            yield
+            return
         try:
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+#: What flock raises where the filesystem does not support it.
+_NO_LOCKS = (errno.ENOSYS, errno.EOPNOTSUPP, errno.ENOLCK)
 
 
 def _try_lock(handle: IO[str]) -> bool:

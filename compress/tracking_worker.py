@@ -65,6 +65,9 @@ def _retrying(op: Any, args: dict[str, Any]) -> Any:
 def serve(uri: str) -> None:
     # Bookkeeping yields the CPU to the job it serves (2-core machines feel the difference).
     os.nice(10)
+    # Replies own stdout; anything MLflow prints (its "View run at" links for a tracking
+    # server) goes to stderr instead of being read as a reply.
+    replies, sys.stdout = sys.stdout, sys.stderr
     from mlflow import MlflowClient
 
     client = MlflowClient(tracking_uri=uri)
@@ -108,8 +111,8 @@ def serve(uri: str) -> None:
             reply = {"ok": True, "result": _retrying(ops[request["op"]], request["args"])}
         except Exception as error:
             reply = {"ok": False, "error": f"{type(error).__name__}: {error}"}
-        sys.stdout.write(json.dumps(reply) + "\n")
-        sys.stdout.flush()
+        replies.write(json.dumps(reply) + "\n")
+        replies.flush()
     for run_id in open_runs:
         client.set_terminated(run_id, status="KILLED")
 

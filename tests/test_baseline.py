@@ -44,3 +44,32 @@ def test_concurrent_jobs_train_a_baseline_once_and_share_it(
         for name, tensor in model.state_dict().items():
             assert torch.equal(tensor, reference[name]), name
     assert [p.name for p in tmp_path.glob("*.pt")] == ["k.pt"]
+
+
+def test_a_filesystem_without_locks_warns_and_goes_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    import errno
+    import fcntl
+
+    from compress import baseline
+
+    def no_locks(*args: object) -> None:
+        raise OSError(errno.ENOSYS, "Function not implemented")
+
+    monkeypatch.setattr(fcntl, "flock", no_locks)
+    entered = []
+    with baseline._exclusive(tmp_path / "cache" / ".key.lock"):
+        entered.append(True)
+    assert entered == [True]
+    assert "cannot be locked" in caplog.text
+
+    def broken(*args: object) -> None:
+        raise OSError(errno.EBADF, "Bad file descriptor")
+
+    monkeypatch.setattr(fcntl, "flock", broken)
+    with (
+        pytest.raises(OSError, match="Bad file descriptor"),
+        baseline._exclusive(tmp_path / "cache" / ".key.lock"),
+    ):
+        pass
