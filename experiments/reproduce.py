@@ -42,7 +42,7 @@ README = HERE / "README.md"
 COMPRESS = str(Path(sys.executable).with_name("compress"))
 #: Every run: a fresh result even where an identical config finished before.
 ALWAYS = ["runtime.progress=false", "++tracking.resume=false"]
-#: The tiny version: embedded digits, one epoch of training, quick measurements, no MLflow.
+#: The tiny version: embedded digits, 1-2 epochs, quick measurements, no MLflow.
 SMOKE = [
     "dataset=digits",
     "schedule.train.epochs=1",
@@ -53,6 +53,7 @@ SMOKE = [
     "measure.onnx=false",
     "measure.compiled_baseline=false",
     "tracking=none",
+    "runtime.threads=1",  # tiny models on a shared machine: one thread is fastest
 ]
 
 

@@ -214,14 +214,14 @@ def with_derived(metrics: Mapping[str, float]) -> dict[str, float]:
 
 @dataclass(frozen=True)
 class Stat:
-    """A mean over jobs, printed with its standard deviation when there are several."""
+    """A mean over jobs, printed with its standard deviation when the jobs differ."""
 
     mean: float
     std: float | None = None
 
     def __format__(self, spec: str) -> str:
         text = format(self.mean, spec)
-        if self.std is None:
+        if not self.std:  # one job, or all alike (a ratio fixed by the recipe)
             return text
         return f"{text} ± {format(self.std, spec.replace('+', ''))}"
 

@@ -146,7 +146,7 @@ def test_aggregate_averages_seeds_per_arm_and_point(tmp_path: Path) -> None:
     assert low["gain_pt"].mean == pytest.approx(-1.0)
     assert points["0.9"].failures and not points["0.98"].failures
     text = results.render(study.report, points["0.98"].values)
-    assert text == "0.98: one-shot 91.00% ± 1.41%, AGP 93.00% ± 0.00% (+2.00 pt)"
+    assert text == "0.98: one-shot 91.00% ± 1.41%, AGP 93.00% (+2.00 pt)"
 
 
 def test_row_says_partly_and_names_the_miss(tmp_path: Path) -> None:
