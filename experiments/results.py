@@ -52,6 +52,7 @@ OPS: dict[str, Callable[[float, float], bool]] = {
 #: Comparisons between arms, on the means: name: [op, a, b].
 DERIVE: dict[str, Callable[[float, float], float]] = {
     "reduction": lambda a, b: 1 - b / a,  # b's share fewer than a (errors)
+    "change": lambda a, b: b / a - 1,  # b against a, relative: -0.2 is 20% fewer
     "diff_pt": lambda a, b: 100 * (a - b),  # accuracy a minus b, in points
     "ratio": lambda a, b: a / b,
 }
@@ -83,7 +84,8 @@ class Split:
         if missing:
             raise StudyError(f"job has no override for {', '.join(missing)}")
         value = " ".join(overrides[k] for k in self.keys)
-        return self.labels.get(value, value)
+        # Hydra writes swept booleans as False / True: labels match regardless of case.
+        return self.labels.get(value, self.labels.get(value.lower(), value))
 
 
 @dataclass(frozen=True)

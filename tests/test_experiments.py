@@ -138,15 +138,15 @@ def test_aggregate_averages_seeds_per_arm_and_point(tmp_path: Path) -> None:
     _agp_sweep(tmp_path)
     study = results.Study.load("zhu_gupta_agp")
     points = {p.label: p for p in results.aggregate(study, results.collect(tmp_path))}
-    assert set(points) == {"0.9", "0.98"}
-    low = points["0.9"].values
+    assert set(points) == {"90% sparse", "98% sparse"}
+    low = points["90% sparse"].values
     assert low["oneshot.acc"].mean == pytest.approx(0.955)
     assert low["oneshot.acc"].std == pytest.approx(0.0070711, rel=1e-4)
     assert low["agp.n"] == 2 and low["agp.delta_pt"].mean == pytest.approx(-1.5)
     assert low["gain_pt"].mean == pytest.approx(-1.0)
-    assert points["0.9"].failures and not points["0.98"].failures
-    text = results.render(study.report, points["0.98"].values)
-    assert text == "0.98: one-shot 91.00% ± 1.41%, AGP 93.00% (+2.00 pt)"
+    assert points["90% sparse"].failures and not points["98% sparse"].failures
+    text = results.render(study.report, points["98% sparse"].values)
+    assert text == "98% sparse: one-shot 91.00% ± 1.41%, AGP 93.00% (+2.00 pt)"
 
 
 def test_row_says_partly_and_names_the_miss(tmp_path: Path) -> None:
@@ -157,7 +157,7 @@ def test_row_says_partly_and_names_the_miss(tmp_path: Path) -> None:
     assert len(cells) == len(results.COLUMNS)
     assert cells[0] == "`zhu_gupta_agp`"
     assert cells[6].startswith("**partly (1 of 2 settings)**")
-    assert "0.9: missed agp.acc >= oneshot.acc (0.945 vs 0.955)" in cells[6]
+    assert "90% sparse: missed agp.acc >= oneshot.acc (0.945 vs 0.955)" in cells[6]
     assert cells[7] == "MNIST-10k (8k/2k)"
     assert cells[8] == "`uv run compress -m +experiment=zhu_gupta_agp`"
     assert cells[9] == "2026-01-02 (10 min)"
@@ -171,6 +171,19 @@ def test_single_job_row_meets_targets_and_names_digits(tmp_path: Path) -> None:
     row = results.make_row(study, results.collect(tmp_path), "2026-01-02", None)
     assert "12.10x fewer weights; 95.80% → 95.80% (+0.00 pt, n=1)" in row
     assert "**yes**" in row and "| digits |" in row and "| 2026-01-02 |" in row
+
+
+def test_boolean_arms_match_as_hydra_writes_them(tmp_path: Path) -> None:
+    """A swept `false,true` comes back from Hydra as False / True."""
+    for number, (reinit, acc) in enumerate((("False", 0.96), ("True", 0.94))):
+        overrides = [f"schedule.reinit={reinit}", "method.amount=0.968", "seed=0"]
+        _job(tmp_path, number, overrides, {"acc": acc, "baseline/acc": 0.96}, "/d/mnist10k")
+    study = results.Study.load("frankle_lottery_ticket")
+    (point,) = results.aggregate(study, results.collect(tmp_path))
+    assert point.label == "3.6% kept" and not point.failures
+    assert results.render(study.report, point.values) == (
+        "3.6% kept: ticket 96.00% (+0.00 pt), re-init 94.00% (-2.00 pt)"
+    )
 
 
 def test_update_table_replaces_run_rows_and_keeps_the_others() -> None:
