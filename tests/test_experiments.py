@@ -99,10 +99,10 @@ def test_recipe_without_its_data_stops_with_where_to_put_it(tmp_path: Path) -> N
 
 def test_smoke_overrides_let_the_study_and_the_user_win() -> None:
     study = results.Study.load("han2015_lenet5")
-    cmd = reproduce.command(study, Path("/s"), Path("/o"), True, ["tracking=mlflow"])
+    cmd = reproduce.command(study, Path("/s"), Path("/o"), True, ["runtime.threads=2"])
     assert "dataset=fake" in cmd and "dataset=digits" not in cmd
     assert "schedule.finetune.epochs=4" in cmd and "schedule.finetune.epochs=2" not in cmd
-    assert "tracking=mlflow" in cmd and "tracking=none" not in cmd
+    assert "runtime.threads=2" in cmd and "runtime.threads=1" not in cmd
     assert cmd[1:3] == ["-m", "+experiment=han2015_lenet5"]
     assert "hydra.sweep.dir=/s" in cmd and "paths.outputs=/o" in cmd
     full = reproduce.command(study, Path("/s"), Path("/o"), False, [])
