@@ -36,9 +36,15 @@ class ParentRun(Callback):
         self.sweep_dir: str | None = None
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        from hydra.core.hydra_config import HydraConfig
+
         from compress.config import TrackingConfig, from_mapping
         from compress.tracking import Run
 
+        # Hydra sets its config for jobs only; the default paths (`${hydra:runtime.cwd}`)
+        # resolve here, in the launching process, once it is set for the sweep too.
+        if not HydraConfig.initialized():
+            HydraConfig.instance().set_config(config)
         section = OmegaConf.to_container(config.get("tracking"), resolve=True)
         tracking = from_mapping(TrackingConfig, section, "tracking")  # type: ignore[arg-type]
         if not tracking.enabled:

@@ -64,10 +64,18 @@ def test_main_job_prints_a_summary_and_logs_a_run(tmp_path: Path) -> None:
 
 
 def test_a_sweep_is_a_parent_run_and_a_bad_job_fails_alone(tmp_path: Path) -> None:
-    done = compress(tmp_path, *QUICK, "method.amount=0.5,1.5,0.7", multirun=True)
+    # The default paths (under the working directory), as a user's first sweep has them.
+    done = subprocess.run(
+        [COMPRESS, "-m", *QUICK, "method.amount=0.5,1.5,0.7"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr
     assert "compress: error: method.amount must be in [0, 1), got 1.5" in done.stderr
-    runs = mlflow_runs(tmp_path)
+    assert "Warning" not in done.stderr, done.stderr  # Hydra's warning when a callback fails
+    runs = mlflow_runs(tmp_path / "outputs")
     (parent,) = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
     children = [r for r in runs if r is not parent]
     statuses = sorted((r.data.params.get("method.amount"), r.info.status) for r in children)
