@@ -13,6 +13,7 @@ import contextlib
 import json
 import logging
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -46,13 +47,23 @@ def sweep_tags() -> dict[str, str]:
     return {"mlflow.parentRunId": parent, "sweep": os.environ.get(SWEEP_ENV, "")}
 
 
+#: The characters MLflow accepts in a param name.
+_PARAM_NAME = re.compile(r"^[/\w.\- :]*$")
+
+
 def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
-    """`{"a": {"b": 1}}` -> `{"a.b": "1"}`; lists become JSON, None becomes "null"."""
+    """`{"a": {"b": 1}}` -> `{"a.b": "1"}`; lists become JSON, None becomes "null".
+
+    A mapping whose keys MLflow would refuse as names (module-path globs such as
+    `layer1.*.conv1`) stays whole, one JSON param under its own name.
+    """
     flat: dict[str, str] = {}
     for key, value in tree.items():
         name = f"{prefix}{key}"
-        if isinstance(value, Mapping):
+        if isinstance(value, Mapping) and all(_PARAM_NAME.match(str(k)) for k in value):
             flat.update(flatten(value, f"{name}."))
+        elif isinstance(value, Mapping):
+            flat[name] = json.dumps(value, sort_keys=True)
         elif isinstance(value, str):
             flat[name] = value
         else:
