@@ -135,6 +135,7 @@ class Result:
     tracking: str
     tracking_uri: str | None
     baseline_cached: bool
+    run_id: str | None = None  # the MLflow run, when tracking is enabled
 
 
 def select_device(runtime: RuntimeConfig) -> torch.device:
@@ -252,6 +253,7 @@ def run(cfg: Mapping[str, Any], *, tags: Mapping[str, str] | None = None) -> Res
             tracking=run.describe(),
             tracking_uri=plan.tracking.uri if plan.tracking.enabled else None,
             baseline_cached=baseline.cached,
+            run_id=run.run_id,
         )
 
 

@@ -136,7 +136,7 @@ def _trial(
     try:
         try:
             result = run(job, tags=tags)
-            metrics, run_id = result.metrics, _run_id(result.tracking)
+            metrics, run_id = result.metrics, result.run_id or ""
         except AlreadyFinished as done:  # tracking.resume: an identical job already ran
             metrics, run_id = done.metrics, done.run_id
     except CompressError as error:
@@ -163,12 +163,6 @@ def _trial(
         100 * metrics["baseline/acc"],
         "feasible" if violation <= 0 else f"infeasible, {violation:.2f} pt below the floor",
     )
-
-
-def _run_id(tracking: str) -> str:
-    """The MLflow run id in a result's `tracking` description ('mlflow run <id> (...')."""
-    words = tracking.split()
-    return words[2] if words[:2] == ["mlflow", "run"] and len(words) > 2 else ""
 
 
 @contextmanager
