@@ -1,6 +1,6 @@
 """`python -m compress`: the same as the `compress` command."""
 
-from compress.cli import main
+from compress.cli.main import main
 
 if __name__ == "__main__":
     main()

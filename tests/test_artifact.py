@@ -12,8 +12,14 @@ import pytest
 import torch
 from torch import nn
 
-from compress.artifact import FORMAT, atomic_torch_save, encodings, load_artifact, save_artifact
-from compress.encodings import decode, encode, encoded_sizes
+from compress.artifact.encodings import decode, encode, encoded_sizes
+from compress.artifact.store import (
+    FORMAT,
+    atomic_torch_save,
+    encodings,
+    load_artifact,
+    save_artifact,
+)
 from compress.methods import MethodContext, apply_method, parse_method
 from compress.methods.masks import prunable_weights
 from compress.models import build_model

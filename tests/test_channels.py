@@ -11,14 +11,14 @@ import pytest
 import torch
 from torch import nn
 
-from compress.artifact import FORMAT, RESHAPED_FORMAT, load_artifact, save_artifact
+from compress.artifact.store import FORMAT, RESHAPED_FORMAT, load_artifact, save_artifact
 from compress.data import load_dataset
 from compress.errors import ConfigError
-from compress.measure import count_macs, count_params, torch_threads
+from compress.measure.footprint import count_macs, count_params, torch_threads
 from compress.methods import MethodContext, apply_method, parse_method
 from compress.methods.channels import ChannelPruning, ChannelStage
 from compress.models import build_model
-from compress.pipeline import run
+from compress.run.pipeline import run
 from tests.support import QUICK, compose_config
 
 CIFAR = (3, 32, 32)

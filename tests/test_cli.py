@@ -174,7 +174,7 @@ def test_a_killed_sweep_relaunched_runs_only_what_did_not_finish(tmp_path: Path)
             stderr=subprocess.STDOUT,
         )
         deadline = time.monotonic() + 240
-        opened = "[compress.tracking][INFO] - mlflow: run "
+        opened = "[compress.tracking.run][INFO] - mlflow: run "
         while log.read_text().count(opened) < 2 and time.monotonic() < deadline:
             time.sleep(0.1)  # until the second job has opened its run
         time.sleep(0.5)

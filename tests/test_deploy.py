@@ -9,7 +9,12 @@ import pytest
 import torch
 from torch import nn
 
-from compress.deploy import ExportUnsupported, export_onnx, onnx_latency_ms, onnx_predict
+from compress.measure.onnx_runtime import (
+    ExportUnsupported,
+    export_onnx,
+    onnx_latency_ms,
+    onnx_predict,
+)
 from compress.models import build_model
 
 MODELS = {

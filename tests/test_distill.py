@@ -27,7 +27,7 @@ from torch import nn
 from torch.ao.nn import quantized as nnq
 
 import compress.distill.objective as objective_module
-from compress.artifact import load_artifact, read_payload, save_artifact
+from compress.artifact.store import load_artifact, read_payload, save_artifact
 from compress.config import RuntimeConfig, TrainRecipe
 from compress.data import DataBundle
 from compress.distill.config import DistillConfig
@@ -35,10 +35,10 @@ from compress.distill.objective import DistillObjective
 from compress.distill.taps import recording
 from compress.distill.teacher import Teacher
 from compress.errors import ConfigError
-from compress.measure import count_params
+from compress.measure.footprint import count_params
 from compress.models import build_model
-from compress.pipeline import Result, run
-from compress.train import accuracy, fit
+from compress.run.pipeline import Result, run
+from compress.train.loop import accuracy, fit
 from tests.support import QUICK, compose_config, mlflow_runs
 
 FAKE = ["dataset=fake", "tracking=none"]
@@ -221,7 +221,7 @@ def test_separate_teacher_is_trained_once_and_cached(
     control: Result,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    caplog.set_level(logging.INFO, logger="compress.baseline")
+    caplog.set_level(logging.INFO, logger="compress.run.baseline")
     teacher = ["distill=kd", "distill.teacher={name:mlp,hidden:[64,64]}"]
     baselines = outputs / "cache" / "baselines"
     artifacts = outputs / "cache" / "baseline_artifacts"
@@ -551,7 +551,7 @@ def test_bad_input_fails_before_training(
     def no_training(*args: Any, **kwargs: Any) -> None:
         raise AssertionError("the baseline was trained")
 
-    monkeypatch.setattr("compress.pipeline.load_or_train", no_training)
+    monkeypatch.setattr("compress.run.pipeline.load_or_train", no_training)
     cfg = compose_config(tmp_path, *QUICK, "dataset=fake", *overrides)
     with pytest.raises(ConfigError) as error:
         run(cfg)

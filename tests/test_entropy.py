@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from compress.bitpack import pack_bits, packed_size, unpack_bits
-from compress.entropy import (
+from compress.artifact.bitpack import pack_bits, packed_size, unpack_bits
+from compress.artifact.huffman import (
     MAX_CODE_LENGTH,
     encoded_bytes,
     gaps_from_mask,

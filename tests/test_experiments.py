@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from compress.errors import DatasetMissingError
-from compress.pipeline import Plan, run
+from compress.run.pipeline import Plan, run
 from tests.support import REPO_ROOT, compose_config
 
 EXPERIMENTS = REPO_ROOT / "experiments"

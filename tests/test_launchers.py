@@ -15,8 +15,8 @@ from hydra import compose, initialize_config_dir
 from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from compress.cli import CONFIG_DIR
-from compress.tracking import PARENT_ENV, SWEEP_ENV
+from compress.cli.main import CONFIG_DIR
+from compress.tracking.run import PARENT_ENV, SWEEP_ENV
 from tests.support import QUICK, mlflow_runs
 
 COMPRESS = str(Path(sys.executable).with_name("compress"))

@@ -8,7 +8,7 @@ from torch import nn
 
 from compress.config import MeasureConfig
 from compress.data import load_dataset
-from compress.measure import (
+from compress.measure.footprint import (
     Measurement,
     compare,
     count_macs,
@@ -20,7 +20,7 @@ from compress.measure import (
     torch_threads,
 )
 from compress.models import build_model
-from compress.train import accuracy
+from compress.train.loop import accuracy
 
 
 @pytest.fixture(autouse=True)

@@ -1,4 +1,4 @@
-"""End to end through `compress.pipeline.run` on digits and generated data."""
+"""End to end through `compress.run.pipeline.run` on digits and generated data."""
 
 from __future__ import annotations
 
@@ -6,13 +6,13 @@ from pathlib import Path
 
 import pytest
 
-from compress.artifact import load_artifact
+from compress.artifact.store import load_artifact
+from compress.cli.rerun import main as rerun_main
 from compress.data import load_dataset
 from compress.errors import AlreadyFinished, TrainingDivergedError
 from compress.methods.masks import prunable_weights
-from compress.pipeline import run
-from compress.rerun import main as rerun_main
-from compress.train import accuracy
+from compress.run.pipeline import run
+from compress.train.loop import accuracy
 from tests.support import QUICK, compose_config, mlflow_runs
 
 #: Metrics that do not depend on timing: identical on a rerun.

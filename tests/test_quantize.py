@@ -21,18 +21,18 @@ from torch import nn
 from torch.ao.nn import quantized as nnq
 from torch.ao.quantization.fake_quantize import FakeQuantizeBase
 
-from compress.artifact import encodings, from_one_storage, load_artifact, save_artifact
+from compress.artifact.encodings import decode, payload_bytes
+from compress.artifact.store import encodings, from_one_storage, load_artifact, save_artifact
 from compress.config import RuntimeConfig, TrainRecipe
 from compress.data import DataBundle
-from compress.encodings import decode, payload_bytes
 from compress.errors import ConfigError
-from compress.measure import count_macs, count_params
+from compress.measure.footprint import count_macs, count_params
 from compress.methods import MethodContext, Stage, apply_method, parse_method
 from compress.methods.masks import prunable_weights
 from compress.models import build_model
-from compress.pipeline import Result, run
-from compress.schedules import OneShot, run_schedule
-from compress.train import accuracy
+from compress.run.pipeline import Result, run
+from compress.schedules.base import OneShot, run_schedule
+from compress.train.loop import accuracy
 from tests.support import QUICK, compose_config, mlflow_runs
 
 COMPRESS = str(Path(sys.executable).with_name("compress"))
@@ -475,7 +475,7 @@ def test_bad_input_fails_before_training(
     def no_training(*args: Any, **kwargs: Any) -> None:
         raise AssertionError("the baseline was trained")
 
-    monkeypatch.setattr("compress.pipeline.load_or_train", no_training)
+    monkeypatch.setattr("compress.run.pipeline.load_or_train", no_training)
     cfg = compose_config(tmp_path, *QUICK, "dataset=fake", *overrides)
     with pytest.raises(ConfigError) as error:
         run(cfg)

@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from compress.pareto import group_by, mean_std, pareto_front
-from compress.report import Job, configurations, main, override_tokens, report_for_parent
+from compress.reporting.pareto import group_by, mean_std, pareto_front
+from compress.reporting.report import Job, configurations, main, override_tokens, report_for_parent
 from tests.support import QUICK
 
 REPORT = str(Path(sys.executable).with_name("compress-report"))

@@ -10,16 +10,16 @@ import pytest
 import torch
 from torch import nn
 
-from compress.artifact import load_artifact
+from compress.artifact.store import load_artifact
 from compress.config import RuntimeConfig, TrainRecipe
 from compress.data import load_dataset
 from compress.errors import ConfigError
 from compress.methods import MethodContext, apply_method, parse_method
 from compress.methods.masks import prunable_weights
 from compress.models import build_model
-from compress.pipeline import run
-from compress.schedules import GradualPruning, LotteryTicket, parse_schedule, run_schedule
-from compress.train import fit
+from compress.run.pipeline import run
+from compress.schedules.base import GradualPruning, LotteryTicket, parse_schedule, run_schedule
+from compress.train.loop import fit
 from tests.support import QUICK, compose_config
 
 FAKE = ["dataset=fake", "model=mlp", "tracking=none"]

@@ -16,8 +16,8 @@ from omegaconf import OmegaConf
 from optuna.trial import TrialState
 
 from compress import search as search_cli
-from compress.cli import CONFIG_DIR
-from compress.search_space import SearchSettings, Space
+from compress.cli.main import CONFIG_DIR
+from compress.search.space import SearchSettings, Space
 from tests.support import QUICK, mlflow_runs
 
 SEARCH = str(Path(sys.executable).with_name("compress-search"))

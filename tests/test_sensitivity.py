@@ -9,12 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from compress.config import RuntimeConfig, TrainRecipe
-from compress.data import DataBundle, load_dataset
-from compress.errors import ConfigError
-from compress.methods.masks import keep_top, layer_amounts, prunable_weights
-from compress.models import build_model
-from compress.sensitivity import (
+from compress.analysis.sensitivity import (
     Row,
     SensitivityConfig,
     amounts_for_target,
@@ -22,7 +17,12 @@ from compress.sensitivity import (
     plot,
     write_csv,
 )
-from compress.train import accuracy, fit
+from compress.config import RuntimeConfig, TrainRecipe
+from compress.data import DataBundle, load_dataset
+from compress.errors import ConfigError
+from compress.methods.masks import keep_top, layer_amounts, prunable_weights
+from compress.models import build_model
+from compress.train.loop import accuracy, fit
 
 LEVELS = (0.0, 0.5, 0.9, 0.999)
 
@@ -99,7 +99,7 @@ def test_empty_validation_split_falls_back_to_test(
 ) -> None:
     no_val = load_dataset({"name": "fake", "num_train": 128, "num_test": 64, "val_fraction": 0})
     assert len(no_val.val) == 0
-    with caplog.at_level(logging.WARNING, logger="compress.sensitivity"):
+    with caplog.at_level(logging.WARNING, logger="compress.analysis.sensitivity"):
         dense, rows = layer_sensitivity(trained, no_val, SensitivityConfig(levels=(0.5,)))
     assert dense == accuracy(trained, no_val.test)
     assert len(rows) == len(prunable_weights(trained))

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from compress.artifact import load_artifact
-from compress.pipeline import run
+from compress.artifact.store import load_artifact
+from compress.run.pipeline import run
 from tests.support import MNIST10K, QUICK, compose_config, needs_mnist10k
 
 pytestmark = pytest.mark.slow

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from compress.config import TrackingConfig
-from compress.tracking import Run, flatten
+from compress.tracking.run import Run, flatten
 from tests.support import mlflow_runs
 
 

@@ -22,7 +22,7 @@ from compress.distill.losses import (
 from compress.distill.taps import recording, resolve
 from compress.distill.teacher import Teacher
 from compress.errors import ConfigError
-from compress.modes import eval_mode, model_device
+from compress.models.eval_mode import eval_mode, model_device
 
 
 def _adapter(student: torch.Size, teacher: torch.Size, hint: str, allowed: str) -> nn.Module:

@@ -14,12 +14,12 @@ from compress.distill.teacher import Teacher
 from compress.errors import ConfigError
 from compress.methods.base import MethodConfig, Stage
 from compress.models import build_model
-from compress.modes import model_device
+from compress.models.eval_mode import model_device
 
 
 def teacher_from_artifact(path: str, data: DataBundle) -> nn.Module:
     """A saved artifact as the teacher; it must take the data's inputs and classes."""
-    from compress.artifact import FORMATS, load_artifact, read_payload
+    from compress.artifact.store import FORMATS, load_artifact, read_payload
 
     file = Path(path)
     if not file.is_file():

@@ -16,7 +16,7 @@ from torch import nn
 
 from compress.distill.config import LOGITS
 from compress.distill.taps import recording
-from compress.modes import model_device
+from compress.models.eval_mode import model_device
 
 log = logging.getLogger(__name__)
 

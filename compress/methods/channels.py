@@ -32,7 +32,7 @@ from compress.config import require
 from compress.errors import ConfigError
 from compress.methods.base import MethodConfig, MethodContext, StageBase, register_method
 from compress.methods.masks import PRUNABLE_TYPES, matching
-from compress.modes import eval_mode
+from compress.models.eval_mode import eval_mode
 
 log = logging.getLogger(__name__)
 

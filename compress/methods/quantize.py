@@ -26,7 +26,7 @@ from compress.methods.base import (
     register_method,
 )
 from compress.methods.masks import PRUNABLE_TYPES
-from compress.modes import model_device
+from compress.models.eval_mode import model_device
 from compress.quant.int8 import (
     OBSERVERS,
     Recipe,

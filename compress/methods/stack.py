@@ -23,8 +23,8 @@ from typing import Any, NamedTuple
 
 from torch import nn
 
+from compress.artifact.encodings import Entry
 from compress.config import require
-from compress.encodings import Entry
 from compress.methods.base import (
     Conversion,
     MethodConfig,
@@ -94,7 +94,7 @@ class StackStage(StageBase):
         self.stages = stages
 
     def update(self, progress: float) -> bool:
-        raise NotImplementedError("a stack is driven stage by stage (see compress.pipeline)")
+        raise NotImplementedError("a stack is driven stage by stage (see compress.run.pipeline)")
 
     def finalize(self, model: nn.Module) -> nn.Module:
         return model

@@ -16,7 +16,7 @@ from torch import nn
 from compress.config import require
 from compress.methods.base import MethodConfig, MethodContext, StageBase, register_method
 from compress.models import build_model
-from compress.modes import model_device
+from compress.models.eval_mode import model_device
 
 
 @dataclass(frozen=True)

@@ -30,8 +30,8 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
+from compress.artifact.encodings import Entry, codebook_entry, packed_entry
 from compress.config import require
-from compress.encodings import Entry, codebook_entry, packed_entry
 from compress.errors import ConfigError
 from compress.methods.base import MethodConfig, MethodContext, StageBase, register_method
 from compress.methods.masks import matching, prunable_weights

@@ -15,8 +15,8 @@ import torch
 from torch import nn
 
 from compress.errors import ConfigError
+from compress.models.eval_mode import eval_mode
 from compress.models.registry import REGISTRY, check_options
-from compress.modes import eval_mode
 
 # Imported for their @register side effect; this order is the order of MODEL_NAMES.
 # isort: off

@@ -26,7 +26,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from compress.modes import model_device
+from compress.models.eval_mode import model_device
 
 KINDS = ("dynamic", "static", "qat")
 OBSERVERS = ("minmax", "moving_average", "histogram")

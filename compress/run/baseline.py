@@ -23,11 +23,11 @@ from typing import IO, Any
 import torch
 from torch import nn
 
-from compress.artifact import atomic_torch_save
+from compress.artifact.store import atomic_torch_save
 from compress.config import RuntimeConfig, TrainRecipe
 from compress.data import DataBundle
-from compress.progress import Progress
-from compress.train import EpochStats, fit
+from compress.train.loop import EpochStats, fit
+from compress.train.progress import Progress
 
 log = logging.getLogger(__name__)
 

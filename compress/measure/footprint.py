@@ -23,8 +23,8 @@ from torch import nn
 
 from compress.config import MeasureConfig
 from compress.data import DataBundle
-from compress.modes import eval_mode, model_device
-from compress.train import accuracy
+from compress.models.eval_mode import eval_mode, model_device
+from compress.train.loop import accuracy
 
 MAC_TYPES = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 

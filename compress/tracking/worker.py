@@ -5,7 +5,7 @@ torch, the worker does that on another core while the job loads data and trains.
 If the job ends without closing a run it opened (it crashed or was killed), the
 worker sees stdin close and marks that run KILLED instead of leaving it RUNNING.
 
-    python -m compress.tracking_worker <tracking uri>
+    python -m compress.tracking.worker <tracking uri>
 """
 
 from __future__ import annotations

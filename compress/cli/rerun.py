@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> None:
     cfg = fetch_config(args.run_id, args.tracking_uri)
 
     from compress.errors import CompressError
-    from compress.pipeline import run
+    from compress.run.pipeline import run
 
     outputs = Path(cfg["paths"]["outputs"])
     stamp = datetime.now().strftime("%Y-%m-%d/%H-%M-%S-%f")

@@ -3,7 +3,7 @@
 `export_onnx` writes one self-contained ``.onnx`` file with a dynamic batch dimension, trying
 the torch.export-based exporter first and the TorchScript one second, and checks the file
 against the PyTorch model before keeping it. `onnx_latency_ms` times the file the way
-`compress.measure.paired_latency_ms` times a module (same input, warm-up, median, budget),
+`compress.measure.latency.paired_latency_ms` times a module (same input, warm-up, median, budget),
 so the two figures compare. onnx and onnxruntime are imported only when used.
 """
 
@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
-from compress.modes import eval_mode
+from compress.models.eval_mode import eval_mode
 
 if TYPE_CHECKING:
     import onnxruntime

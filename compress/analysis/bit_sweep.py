@@ -22,7 +22,7 @@ from compress.data import DataBundle
 from compress.methods.base import Stage
 from compress.methods.weights import GRANULARITIES, WeightGridStage, WeightQuantization
 from compress.quant.grid import MAX_BITS, MIN_BITS
-from compress.train import accuracy
+from compress.train.loop import accuracy
 
 log = logging.getLogger(__name__)
 

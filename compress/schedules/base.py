@@ -26,8 +26,8 @@ from compress.config import RuntimeConfig, TrainRecipe, from_mapping, require
 from compress.data import DataBundle
 from compress.errors import ConfigError
 from compress.methods import MethodConfig, Stage
-from compress.progress import Progress
-from compress.train import EpochStats, Objective, fit
+from compress.train.loop import EpochStats, Objective, fit
+from compress.train.progress import Progress
 
 #: Recipe keys in the schedule section; everything else belongs to the schedule itself.
 RECIPES = ("train", "finetune")

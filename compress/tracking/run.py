@@ -2,7 +2,7 @@
 
 The run ends FINISHED only when the job succeeds; any exception ends it FAILED with the
 error as a tag and the traceback as an artifact. The MLflow client itself lives in a
-worker process (`compress.tracking_worker`), started early by `warm_up` so that its
+worker process (`compress.tracking.worker`), started early by `warm_up` so that its
 slow import overlaps the job's own start-up.
 """
 
@@ -81,14 +81,14 @@ class TrackingError(RuntimeError):
 
 
 class Worker:
-    """A `compress.tracking_worker` process bound to one tracking URI."""
+    """A `compress.tracking.worker` process bound to one tracking URI."""
 
     def __init__(self, uri: str) -> None:
         self.uri = uri
         # Lives as long as the worker (closed in `close`); read back only to explain a crash.
         self._stderr: IO[bytes] = tempfile.TemporaryFile()  # noqa: SIM115
         self._process = subprocess.Popen(
-            [sys.executable, "-m", "compress.tracking_worker", uri],
+            [sys.executable, "-m", "compress.tracking.worker", uri],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=self._stderr,

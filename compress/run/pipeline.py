@@ -23,11 +23,17 @@ import torch
 import yaml
 from torch import nn
 
-from compress.artifact import load_artifact, save_artifact
-from compress.baseline import Baseline, baseline_key, load_or_train
-from compress.bitsweep import BitSweepConfig, bit_sweep
-from compress.bitsweep import plot as plot_bits
-from compress.bitsweep import write_csv as write_bits_csv
+from compress.analysis.bit_sweep import BitSweepConfig, bit_sweep
+from compress.analysis.bit_sweep import plot as plot_bits
+from compress.analysis.bit_sweep import write_csv as write_bits_csv
+from compress.analysis.sensitivity import (
+    SensitivityConfig,
+    amounts_for_target,
+    layer_sensitivity,
+    plot,
+    write_csv,
+)
+from compress.artifact.store import load_artifact, save_artifact
 from compress.config import (
     MeasureConfig,
     RuntimeConfig,
@@ -42,14 +48,14 @@ from compress.distill.objective import DistillObjective
 from compress.distill.setup import check_distill, teacher_from_artifact
 from compress.distill.teacher import Teacher
 from compress.errors import AlreadyFinished, CompressError
-from compress.measure import Measurement, compare, count_params, measure_models
+from compress.measure.footprint import Measurement, compare, count_params, measure_models
+from compress.measure.probes import compiled_baseline_metrics, onnx_metrics
 from compress.methods import MethodConfig, MethodContext, Stage, apply_method, parse_method
 from compress.methods.prune import UnstructuredPruning
 from compress.methods.stack import Stack, StackStage, Step
 from compress.models import build_model
-from compress.progress import Progress
-from compress.provenance import provenance
-from compress.schedules import (
+from compress.run.baseline import Baseline, baseline_key, load_or_train
+from compress.schedules.base import (
     Finetune,
     LotteryTicket,
     OneShot,
@@ -57,16 +63,10 @@ from compress.schedules import (
     parse_schedule,
     run_schedule,
 )
-from compress.second_opinions import compiled_baseline_metrics, onnx_metrics
-from compress.sensitivity import (
-    SensitivityConfig,
-    amounts_for_target,
-    layer_sensitivity,
-    plot,
-    write_csv,
-)
-from compress.tracking import Run, finished_run, flatten, sweep_tags, tag_run
-from compress.train import EpochStats, accuracy, fit
+from compress.tracking.provenance import provenance
+from compress.tracking.run import Run, finished_run, flatten, sweep_tags, tag_run
+from compress.train.loop import EpochStats, accuracy, fit
+from compress.train.progress import Progress
 
 log = logging.getLogger(__name__)
 

@@ -5,7 +5,7 @@ multirun it creates the experiment and the parent run once, in the launching pro
 and hands the parent's id to the jobs in `COMPRESS_PARENT_RUN_ID` — not `MLFLOW_RUN_ID`,
 which would make the first job write into the parent itself. Each job's run is then a
 child (`mlflow.parentRunId`) tagged with the sweep's name, so the MLflow UI nests and
-filters a sweep at a glance. When the sweep ends, its report (`compress.report`: accuracy
+filters a sweep at a glance. When the sweep ends, its report (`compress.reporting.report`: accuracy
 against `report_axis`, Pareto front, failures) is written to the sweep folder and logged to
 the parent, which is then closed (FINISHED); a failed job is a FAILED child with its error.
 """
@@ -21,7 +21,7 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from compress.tracking import PARENT_ENV, SWEEP_ENV
+from compress.tracking.run import PARENT_ENV, SWEEP_ENV
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +39,7 @@ class ParentRun(Callback):
         from hydra.core.hydra_config import HydraConfig
 
         from compress.config import TrackingConfig, from_mapping
-        from compress.tracking import Run
+        from compress.tracking.run import Run
 
         # Hydra sets its config for jobs only; the default paths (`${hydra:runtime.cwd}`)
         # resolve here, in the launching process, once it is set for the sweep too.
@@ -65,7 +65,7 @@ class ParentRun(Callback):
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         if self.run_id is None or self.uri is None:
             return
-        from compress.tracking import worker_for
+        from compress.tracking.run import worker_for
 
         os.environ.pop(PARENT_ENV, None)
         os.environ.pop(SWEEP_ENV, None)
@@ -77,7 +77,7 @@ class ParentRun(Callback):
     def _report(self, uri: str, run_id: str, axis: str) -> None:
         """The sweep's report beside it and on the parent run; a sweep whose report cannot
         be drawn (every job failed) still ends, with the reason in the log."""
-        from compress.report import report_for_parent
+        from compress.reporting.report import report_for_parent
 
         try:
             path = report_for_parent(uri, run_id, axis, Path(self.sweep_dir or "."))

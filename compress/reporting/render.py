@@ -7,10 +7,10 @@ import math
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from compress.pareto import group_by
+from compress.reporting.pareto import group_by
 
 if TYPE_CHECKING:
-    from compress.report import Configuration, Job
+    from compress.reporting.report import Configuration, Job
 
 CSV_COLUMNS = (
     "method",

@@ -29,8 +29,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from compress.bitpack import pack_bits, unpack_bits
-from compress.entropy import gaps_from_mask, huffman_decode, huffman_encode, mask_from_gaps
+from compress.artifact.bitpack import pack_bits, unpack_bits
+from compress.artifact.huffman import gaps_from_mask, huffman_decode, huffman_encode, mask_from_gaps
 from compress.quant.grid import Grid, dequantize
 from compress.quant.kmeans import shared_weights
 

@@ -9,7 +9,7 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 #: conf/ sits beside the package at the project root (the project is installed editable).
-CONFIG_DIR = str(Path(__file__).resolve().parents[1] / "conf")
+CONFIG_DIR = str(Path(__file__).resolve().parents[2] / "conf")
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="config")
@@ -17,14 +17,14 @@ def main(cfg: DictConfig) -> float:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
-    from compress.tracking import warm_up
+    from compress.tracking.run import warm_up
 
     plain = OmegaConf.to_container(cfg, resolve=True)
     warm_up(plain.get("tracking"))  # MLflow loads in its own process while torch loads here
 
     from compress.errors import AlreadyFinished, CompressError
-    from compress.pipeline import record_failure, run
-    from compress.summary import print_summary
+    from compress.reporting.console import print_summary
+    from compress.run.pipeline import record_failure, run
 
     hydra_cfg = HydraConfig.get()
     tags = {k: str(v) for k, v in hydra_cfg.runtime.choices.items() if "/" not in k}

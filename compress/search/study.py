@@ -30,13 +30,13 @@ from typing import TYPE_CHECKING, Any
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from compress.cli import CONFIG_DIR
+from compress.cli.main import CONFIG_DIR
 
 if TYPE_CHECKING:
     import optuna
 
     from compress.config import TrackingConfig
-    from compress.search_space import SearchSettings, Space
+    from compress.search.space import SearchSettings, Space
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +48,7 @@ FIGURES = ("bytes", "acc", "baseline/acc", "ratio/size", "ratio/params")
 def main(cfg: DictConfig) -> None:
     from hydra.core.hydra_config import HydraConfig
 
-    from compress.tracking import warm_up
+    from compress.tracking.run import warm_up
 
     plain: dict[str, Any] = OmegaConf.to_container(cfg, resolve=True)  # type: ignore[assignment]
     warm_up(plain.get("tracking"))  # MLflow loads in its own process while torch loads here
@@ -68,8 +68,8 @@ def search(cfg: dict[str, Any], overrides: str = "") -> optuna.Study:
     from optuna.trial import TrialState
 
     from compress.config import TrackingConfig, from_mapping, require
-    from compress.pipeline import Plan
-    from compress.search_space import SearchSettings, Space, open_storage, resume
+    from compress.run.pipeline import Plan
+    from compress.search.space import SearchSettings, Space, open_storage, resume
 
     settings = SearchSettings.parse(cfg.get("search"))
     method = (cfg.get("method") or {}).get("name")
@@ -123,7 +123,7 @@ def _trial(
     from optuna.trial import TrialState
 
     from compress.errors import AlreadyFinished, CompressError
-    from compress.pipeline import record_failure, run
+    from compress.run.pipeline import record_failure, run
 
     trial = study.ask()
     amounts, bits = space.suggest(trial)
@@ -178,8 +178,8 @@ def _parent_run(
     if not tracking.enabled:
         yield None
         return
-    from compress.sweep import PARENT_ENV, SWEEP_ENV
-    from compress.tracking import Run, TrackingError, flatten, worker_for
+    from compress.tracking.run import Run, TrackingError, flatten, worker_for
+    from compress.tracking.sweep import PARENT_ENV, SWEEP_ENV
 
     worker = worker_for(str(tracking.uri))
     name = f"search {settings.study}"
@@ -220,7 +220,7 @@ def _parent_run(
 
 def _log_outcome(tracking: TrackingConfig, run_id: str, study: optuna.Study, table: Path) -> None:
     """The study's counts and best trial on the parent run (step: trials held), and its CSV."""
-    from compress.tracking import worker_for
+    from compress.tracking.run import worker_for
 
     worker = worker_for(str(tracking.uri))
     counts, best = outcome(study)

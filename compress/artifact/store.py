@@ -1,7 +1,7 @@
 """The saved model artifact: what a user ships, and what `ratio/size` measures.
 
 Each tensor is stored in the smallest exact encoding we have for it
-(`compress.encodings`): dense, sparse (bitmask or CSR), or, for weights a method
+(`compress.artifact.encodings`): dense, sparse (bitmask or CSR), or, for weights a method
 quantized, N-bit codes with scales or a weight-sharing codebook. The file is a
 `torch.save` archive of plain containers, so it loads with `weights_only=True`; all its
 tensors live in one byte blob (`one_storage`), so small artifacts are not mostly zip
@@ -10,7 +10,7 @@ headers.
 Formats: `compress.artifact/1` holds a model exactly as `build_model` makes it from its
 config. A model whose modules were shrunk (structured pruning removed channels) is
 written as `compress.artifact/2`, which adds `structure`: the shape-defining attributes
-of every module that differs from a fresh build (see `compress.reshape`), applied
+of every module that differs from a fresh build (see `compress.artifact.module_shapes`), applied
 before the weights load. A model converted to integer kernels (int8 quantization) is
 `compress.artifact/3`: the float model's structure, the conversion recipe, and the
 converted model's state (integer codes, scales, zero points); loading rebuilds the
@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
-from compress.encodings import (
+from compress.artifact.encodings import (
     Entry,
     decode,
     decode_value,
@@ -40,8 +40,8 @@ from compress.encodings import (
     encode_value,
     smallest,
 )
+from compress.artifact.module_shapes import changed_structure, reshape
 from compress.models import build_model
-from compress.reshape import changed_structure, reshape
 
 log = logging.getLogger(__name__)
 

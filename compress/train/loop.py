@@ -16,8 +16,8 @@ from torch import nn
 from compress.config import RuntimeConfig, TrainRecipe
 from compress.data import DataBundle, Split
 from compress.errors import TrainingDivergedError
-from compress.modes import eval_mode, model_device
-from compress.progress import Progress
+from compress.models.eval_mode import eval_mode, model_device
+from compress.train.progress import Progress
 
 log = logging.getLogger(__name__)
 

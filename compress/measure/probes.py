@@ -18,7 +18,7 @@ from torch import nn
 
 from compress.config import MeasureConfig
 from compress.data import DataBundle
-from compress.measure import paired_latency_ms
+from compress.measure.footprint import paired_latency_ms
 
 log = logging.getLogger(__name__)
 # The ONNX exporter's passes log every rewrite at INFO, which Hydra's logging shows.
@@ -59,7 +59,12 @@ def onnx_metrics(
     Returns metrics, tags (`onnx.error` when a model cannot be exported: the message says
     why, and no ONNX figure is logged for it) and the compressed model's .onnx file.
     """
-    from compress.deploy import ExportUnsupported, export_onnx, onnx_latency_ms, onnx_predict
+    from compress.measure.onnx_runtime import (
+        ExportUnsupported,
+        export_onnx,
+        onnx_latency_ms,
+        onnx_predict,
+    )
 
     timing = {
         "threads": settings.threads,

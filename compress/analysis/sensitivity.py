@@ -24,7 +24,7 @@ from compress.config import from_mapping, require
 from compress.data import DataBundle, Split
 from compress.errors import ConfigError
 from compress.methods.masks import keep_top, prunable_weights
-from compress.train import accuracy
+from compress.train.loop import accuracy
 
 log = logging.getLogger(__name__)
 

@@ -22,7 +22,7 @@ PACKAGES = (
     "mlflow",
     "scikit-learn",
 )
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _git(*args: str) -> str | None:

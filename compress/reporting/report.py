@@ -6,7 +6,7 @@ run in it; sweeps' parent runs are containers, not jobs). FINISHED runs are grou
 configurations (same params but the seeds and where things were written), each giving
 mean ± std of accuracy and of the axis over its seeds; the Pareto front over those means
 is marked. Failed and killed runs are listed with their errors. Writes report.csv,
-report.md and report.png (`compress.report_files`), and logs them to a parent run under
+report.md and report.png (`compress.reporting.render`), and logs them to a parent run under
 `report/`.
 """
 
@@ -25,8 +25,8 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from compress.errors import CompressError
-from compress.pareto import group_by, mean_std, pareto_front
-from compress.report_files import markdown, plot, write_csv
+from compress.reporting.pareto import group_by, mean_std, pareto_front
+from compress.reporting.render import markdown, plot, write_csv
 
 log = logging.getLogger(__name__)
 
