@@ -9,7 +9,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from compress.cli.main import CONFIG_DIR
+from compress.cli.config_dir import CONFIG_DIR
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 MNIST10K_DIR = REPO_ROOT.parent / "shared" / "data" / "mnist10k"

@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from compress.config import RuntimeConfig, TrainRecipe
 from compress.data import DataBundle
 from compress.models import build_model
 from compress.run.baseline import Baseline, load_or_train
+from compress.train.recipe import RuntimeConfig, TrainRecipe
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

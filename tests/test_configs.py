@@ -6,13 +6,13 @@ from pathlib import Path
 
 import pytest
 
-from compress.cli.main import CONFIG_DIR
-from compress.config import TrackingConfig
+from compress.cli.config_dir import CONFIG_DIR
 from compress.data import DATASET_NAMES
 from compress.errors import ConfigError
 from compress.methods import method_names
 from compress.models import MODEL_NAMES, build_model
 from compress.run.pipeline import Plan
+from compress.tracking.config import TrackingConfig
 from tests.support import compose_config
 
 GROUPS = ("model", "dataset", "method", "schedule", "tracking", "analysis", "distill")

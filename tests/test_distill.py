@@ -28,7 +28,6 @@ from torch.ao.nn import quantized as nnq
 
 import compress.distill.objective as objective_module
 from compress.artifact.store import load_artifact, read_payload, save_artifact
-from compress.config import RuntimeConfig, TrainRecipe
 from compress.data import DataBundle
 from compress.distill.config import DistillConfig
 from compress.distill.objective import DistillObjective
@@ -39,6 +38,7 @@ from compress.measure.footprint import count_params
 from compress.models import build_model
 from compress.run.pipeline import Result, run
 from compress.train.loop import accuracy, fit
+from compress.train.recipe import RuntimeConfig, TrainRecipe
 from tests.support import QUICK, compose_config, mlflow_runs
 
 FAKE = ["dataset=fake", "tracking=none"]

@@ -15,7 +15,7 @@ from hydra import compose, initialize_config_dir
 from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from compress.cli.main import CONFIG_DIR
+from compress.cli.config_dir import CONFIG_DIR
 from compress.tracking.run import PARENT_ENV, SWEEP_ENV
 from tests.support import QUICK, mlflow_runs
 

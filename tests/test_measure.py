@@ -6,8 +6,8 @@ import pytest
 import torch
 from torch import nn
 
-from compress.config import MeasureConfig
 from compress.data import load_dataset
+from compress.measure.config import MeasureConfig
 from compress.measure.footprint import (
     Measurement,
     compare,

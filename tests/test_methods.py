@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from compress.config import TrainRecipe, require
+from compress.config import require
 from compress.errors import ConfigError
 from compress.methods import (
     MethodConfig,
@@ -23,6 +23,7 @@ from compress.methods import (
 from compress.methods.masks import MaskSet, keep_top, prunable_weights, unstructured_masks
 from compress.methods.none import NoCompression
 from compress.methods.prune import UnstructuredPruning
+from compress.train.recipe import TrainRecipe
 
 
 def magnitude_masks(

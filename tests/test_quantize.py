@@ -23,7 +23,6 @@ from torch.ao.quantization.fake_quantize import FakeQuantizeBase
 
 from compress.artifact.encodings import decode, payload_bytes
 from compress.artifact.store import encodings, from_one_storage, load_artifact, save_artifact
-from compress.config import RuntimeConfig, TrainRecipe
 from compress.data import DataBundle
 from compress.errors import ConfigError
 from compress.measure.footprint import count_macs, count_params
@@ -33,6 +32,7 @@ from compress.models import build_model
 from compress.run.pipeline import Result, run
 from compress.schedules.base import OneShot, run_schedule
 from compress.train.loop import accuracy
+from compress.train.recipe import RuntimeConfig, TrainRecipe
 from tests.support import QUICK, compose_config, mlflow_runs
 
 COMPRESS = str(Path(sys.executable).with_name("compress"))

@@ -11,7 +11,6 @@ import torch
 from torch import nn
 
 from compress.artifact.store import load_artifact
-from compress.config import RuntimeConfig, TrainRecipe
 from compress.data import load_dataset
 from compress.errors import ConfigError
 from compress.methods import MethodContext, apply_method, parse_method
@@ -20,6 +19,7 @@ from compress.models import build_model
 from compress.run.pipeline import run
 from compress.schedules.base import GradualPruning, LotteryTicket, parse_schedule, run_schedule
 from compress.train.loop import fit
+from compress.train.recipe import RuntimeConfig, TrainRecipe
 from tests.support import QUICK, compose_config
 
 FAKE = ["dataset=fake", "model=mlp", "tracking=none"]

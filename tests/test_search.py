@@ -16,7 +16,7 @@ from omegaconf import OmegaConf
 from optuna.trial import TrialState
 
 from compress import search as search_cli
-from compress.cli.main import CONFIG_DIR
+from compress.cli.config_dir import CONFIG_DIR
 from compress.search.space import SearchSettings, Space
 from tests.support import QUICK, mlflow_runs
 

@@ -17,12 +17,12 @@ from compress.analysis.sensitivity import (
     plot,
     write_csv,
 )
-from compress.config import RuntimeConfig, TrainRecipe
 from compress.data import DataBundle, load_dataset
 from compress.errors import ConfigError
 from compress.methods.masks import keep_top, layer_amounts, prunable_weights
 from compress.models import build_model
 from compress.train.loop import accuracy, fit
+from compress.train.recipe import RuntimeConfig, TrainRecipe
 
 LEVELS = (0.0, 0.5, 0.9, 0.999)
 

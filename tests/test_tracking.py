@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from compress.config import TrackingConfig
+from compress.tracking.config import TrackingConfig
 from compress.tracking.run import Run, flatten
 from tests.support import mlflow_runs
 

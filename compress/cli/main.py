@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-#: conf/ sits beside the package at the project root (the project is installed editable).
-CONFIG_DIR = str(Path(__file__).resolve().parents[2] / "conf")
+from compress.cli.config_dir import CONFIG_DIR
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="config")

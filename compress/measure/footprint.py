@@ -21,8 +21,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from compress.config import MeasureConfig
 from compress.data import DataBundle
+from compress.measure.config import MeasureConfig
 from compress.models.eval_mode import eval_mode, model_device
 from compress.train.loop import accuracy
 

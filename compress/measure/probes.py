@@ -16,8 +16,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from compress.config import MeasureConfig
 from compress.data import DataBundle
+from compress.measure.config import MeasureConfig
 from compress.measure.footprint import paired_latency_ms
 
 log = logging.getLogger(__name__)

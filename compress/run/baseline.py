@@ -24,10 +24,10 @@ import torch
 from torch import nn
 
 from compress.artifact.store import atomic_torch_save
-from compress.config import RuntimeConfig, TrainRecipe
 from compress.data import DataBundle
 from compress.train.loop import EpochStats, fit
 from compress.train.progress import Progress
+from compress.train.recipe import RuntimeConfig, TrainRecipe
 
 log = logging.getLogger(__name__)
 

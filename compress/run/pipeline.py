@@ -34,20 +34,14 @@ from compress.analysis.sensitivity import (
     write_csv,
 )
 from compress.artifact.store import load_artifact, save_artifact
-from compress.config import (
-    MeasureConfig,
-    RuntimeConfig,
-    TrackingConfig,
-    TrainRecipe,
-    from_mapping,
-    require,
-)
+from compress.config import from_mapping, require
 from compress.data import DataBundle, load_dataset
 from compress.distill.config import DistillConfig
 from compress.distill.objective import DistillObjective
 from compress.distill.setup import check_distill, teacher_from_artifact
 from compress.distill.teacher import Teacher
 from compress.errors import AlreadyFinished, CompressError
+from compress.measure.config import MeasureConfig
 from compress.measure.footprint import Measurement, compare, count_params, measure_models
 from compress.measure.probes import compiled_baseline_metrics, onnx_metrics
 from compress.methods import MethodConfig, MethodContext, Stage, apply_method, parse_method
@@ -63,10 +57,12 @@ from compress.schedules.base import (
     parse_schedule,
     run_schedule,
 )
+from compress.tracking.config import TrackingConfig
 from compress.tracking.provenance import provenance
 from compress.tracking.run import Run, finished_run, flatten, sweep_tags, tag_run
 from compress.train.loop import EpochStats, accuracy, fit
 from compress.train.progress import Progress
+from compress.train.recipe import RuntimeConfig, TrainRecipe
 
 log = logging.getLogger(__name__)
 

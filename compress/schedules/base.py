@@ -22,12 +22,13 @@ from typing import Any, ClassVar
 
 from torch import nn
 
-from compress.config import RuntimeConfig, TrainRecipe, from_mapping, require
+from compress.config import from_mapping, require
 from compress.data import DataBundle
 from compress.errors import ConfigError
 from compress.methods import MethodConfig, Stage
 from compress.train.loop import EpochStats, Objective, fit
 from compress.train.progress import Progress
+from compress.train.recipe import RuntimeConfig, TrainRecipe
 
 #: Recipe keys in the schedule section; everything else belongs to the schedule itself.
 RECIPES = ("train", "finetune")

@@ -30,13 +30,13 @@ from typing import TYPE_CHECKING, Any
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from compress.cli.main import CONFIG_DIR
+from compress.cli.config_dir import CONFIG_DIR
 
 if TYPE_CHECKING:
     import optuna
 
-    from compress.config import TrackingConfig
     from compress.search.space import SearchSettings, Space
+    from compress.tracking.config import TrackingConfig
 
 log = logging.getLogger(__name__)
 
@@ -67,9 +67,10 @@ def search(cfg: dict[str, Any], overrides: str = "") -> optuna.Study:
     import optuna
     from optuna.trial import TrialState
 
-    from compress.config import TrackingConfig, from_mapping, require
+    from compress.config import from_mapping, require
     from compress.run.pipeline import Plan
     from compress.search.space import SearchSettings, Space, open_storage, resume
+    from compress.tracking.config import TrackingConfig
 
     settings = SearchSettings.parse(cfg.get("search"))
     method = (cfg.get("method") or {}).get("name")

@@ -24,7 +24,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, Any, TypeVar
 
-from compress.config import TrackingConfig
+from compress.tracking.config import TrackingConfig
 
 log = logging.getLogger(__name__)
 

@@ -38,7 +38,8 @@ class ParentRun(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         from hydra.core.hydra_config import HydraConfig
 
-        from compress.config import TrackingConfig, from_mapping
+        from compress.config import from_mapping
+        from compress.tracking.config import TrackingConfig
         from compress.tracking.run import Run
 
         # Hydra sets its config for jobs only; the default paths (`${hydra:runtime.cwd}`)

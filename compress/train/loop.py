@@ -13,11 +13,11 @@ from typing import Protocol
 import torch
 from torch import nn
 
-from compress.config import RuntimeConfig, TrainRecipe
 from compress.data import DataBundle, Split
 from compress.errors import TrainingDivergedError
 from compress.models.eval_mode import eval_mode, model_device
 from compress.train.progress import Progress
+from compress.train.recipe import RuntimeConfig, TrainRecipe
 
 log = logging.getLogger(__name__)
 

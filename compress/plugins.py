@@ -1,0 +1,116 @@
+"""The one plugin pattern: a typed config dataclass that validates itself, found by its name.
+
+Every kind of plugin (model, dataset, method, schedule, analysis, probe) has a base config
+class that owns a `Registry`. A plugin is a frozen dataclass subclassing that base with a
+`name`; defining it registers it, and the registry imports every module of its kind's
+package the first time it is asked for a name, so a new module there is found without
+editing any list. The config section then names the plugin:
+
+    method: {name: prune, amount: 0.9}
+
+or points at a plugin class anywhere on the import path, the Hydra way:
+
+    method: {_target_: mypkg.methods.MyPruning, amount: 0.9}
+
+Either way `Registry.parse` returns the validated config (one line per error, naming the
+key and the valid choices); what the plugin does is a method of that config class.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, ClassVar, Generic, TypeVar
+
+from compress.config import from_mapping
+from compress.errors import ConfigError
+
+P = TypeVar("P", bound="Plugin")
+
+TARGET = "_target_"
+
+
+class Registry(Generic[P]):
+    """The plugins of one kind, by name, in the order their modules were imported."""
+
+    def __init__(self, kind: str, package: str) -> None:
+        self.kind = kind
+        self.package = package
+        self._classes: dict[str, type[P]] = {}
+        self._loaded = False
+
+    def add(self, cls: type[P]) -> None:
+        known = self._classes.get(cls.name)
+        if known is not None and known.__qualname__ != cls.__qualname__:
+            raise ValueError(f"{self.kind} {cls.name!r} is registered twice: {known} and {cls}")
+        self._classes[cls.name] = cls
+
+    def _load(self) -> None:
+        """Import every module of the kind's package once (each defines its plugins)."""
+        if self._loaded:
+            return
+        self._loaded = True
+        package = importlib.import_module(self.package)
+        for module in pkgutil.walk_packages(package.__path__, f"{self.package}."):
+            importlib.import_module(module.name)
+
+    def names(self) -> tuple[str, ...]:
+        self._load()
+        return tuple(self._classes)
+
+    def get(self, name: Any) -> type[P]:
+        """The plugin class registered as `name`, or a ConfigError naming the choices."""
+        self._load()
+        if name not in self._classes:
+            what = f"no {self.kind} name" if name is None else f"unknown {self.kind} '{name}'"
+            raise ConfigError(f"{what}; choose one of: {', '.join(self._classes)}")
+        return self._classes[name]
+
+    def target(self, path: Any, where: str) -> type[P]:
+        """The plugin class at the dotted import `path` (a `_target_`)."""
+        module, _, attr = str(path).rpartition(".")
+        try:
+            cls = getattr(importlib.import_module(module), attr)
+        except (ImportError, AttributeError, ValueError) as error:
+            raise ConfigError(f"{where}.{TARGET}: cannot import '{path}' ({error})") from error
+        base = self._base()
+        if not (isinstance(cls, type) and issubclass(cls, base)):
+            raise ConfigError(
+                f"{where}.{TARGET}: '{path}' is not a {self.kind} config "
+                f"(a subclass of {base.__module__}.{base.__qualname__})"
+            )
+        return cls
+
+    def _base(self) -> type[P]:
+        # Every registered class shares the kind's base; the first one names it.
+        self._load()
+        for cls in self._classes.values():
+            for klass in cls.__mro__:
+                if klass.__dict__.get("registry") is self:
+                    return klass
+        raise ValueError(f"no {self.kind} plugin is registered")
+
+    def parse(self, section: Mapping[str, Any] | None, where: str) -> P:
+        """The validated config of the plugin `section` names (by `name` or `_target_`)."""
+        values = dict(section or {})
+        if TARGET in values:
+            cls = self.target(values.pop(TARGET), where)
+            values.pop("name", None)
+        else:
+            cls = self.get(values.pop("name", None))
+        return from_mapping(cls, values, where)
+
+
+@dataclass(frozen=True)
+class Plugin:
+    """Base of every plugin config: subclasses with a `name` register themselves."""
+
+    name: ClassVar[str]
+    registry: ClassVar[Registry[Any]]
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "name" in cls.__dict__:
+            cls.registry.add(cls)
