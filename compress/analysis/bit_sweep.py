@@ -17,6 +17,7 @@ from pathlib import Path
 
 from torch import nn
 
+from compress.analysis.base import AnalysisConfig, AnalysisContext, AnalysisResult
 from compress.config import require
 from compress.data import DataBundle
 from compress.methods.base import Stage
@@ -30,7 +31,10 @@ SPLITS = ("val", "test")
 
 
 @dataclass(frozen=True)
-class BitSweepConfig:
+class BitSweepConfig(AnalysisConfig):
+    """Bit widths to round the baseline's weights to, on their grid settings."""
+
+    name = "bits"
     bits: tuple[int, ...] = (8, 7, 6, 5, 4, 3, 2)
     granularity: str = "channel"
     group_size: int = 32
@@ -54,6 +58,17 @@ class BitSweepConfig:
             self.split in SPLITS,
             f"analysis.split '{self.split}' unknown; choose one of: {', '.join(SPLITS)}",
         )
+
+    def run(self, context: AnalysisContext) -> AnalysisResult:
+        """bit_sweep.csv and bit_sweep.png: accuracy and artifact bytes at each bit width."""
+        dense_acc, points = bit_sweep(
+            context.model, context.data, self, context.saved_size, context.eval_batch_size
+        )
+        table = write_csv(
+            dense_acc, context.baseline_bytes, points, context.folder / "bit_sweep.csv"
+        )
+        figure = plot(dense_acc, context.baseline_bytes, points, context.folder / "bit_sweep.png")
+        return AnalysisResult([table, figure])
 
 
 @dataclass(frozen=True)

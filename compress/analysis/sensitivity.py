@@ -18,8 +18,10 @@ from pathlib import Path
 from typing import Any, Self
 
 import torch
+import yaml
 from torch import nn
 
+from compress.analysis.base import AnalysisConfig, AnalysisContext, AnalysisResult
 from compress.config import from_mapping, require
 from compress.data import DataBundle, Split
 from compress.errors import ConfigError
@@ -33,8 +35,10 @@ CRITERIA = ("magnitude",)
 
 
 @dataclass(frozen=True)
-class SensitivityConfig:
+class SensitivityConfig(AnalysisConfig):
     """What to measure: the pruning levels, on which split, and an optional overall target."""
+
+    name = "sensitivity"
 
     levels: tuple[float, ...] = (0.3, 0.5, 0.7, 0.8, 0.9, 0.95, 0.98)
     #: Validation by default: choosing per-layer amounts on the test split would leak it
@@ -73,6 +77,23 @@ class SensitivityConfig:
     def parse(cls, values: Mapping[str, Any] | None, where: str = "sensitivity") -> Self:
         """From a plain config section; unknown keys and wrong types are ConfigErrors."""
         return from_mapping(cls, values, where)
+
+    def run(self, context: AnalysisContext) -> AnalysisResult:
+        """The table and plot; with a target, the per-layer amounts that reach it (written
+        to layer_amounts.yaml and offered to the method as `layers`)."""
+        dense_acc, rows = layer_sensitivity(
+            context.model, context.data, self, context.eval_batch_size
+        )
+        files = [
+            write_csv(dense_acc, rows, context.folder / "sensitivity.csv"),
+            plot(dense_acc, rows, context.folder / "sensitivity.png"),
+        ]
+        if self.target is None:
+            return AnalysisResult(files)
+        amounts = amounts_for_target(dense_acc, rows, self.target)
+        path = context.folder / "layer_amounts.yaml"
+        path.write_text(yaml.safe_dump({"layers": amounts}, sort_keys=False))
+        return AnalysisResult([*files, path], {"layers": amounts})
 
 
 @dataclass(frozen=True)

@@ -1,30 +1,23 @@
-"""Compression methods. Importing this package registers every built-in method."""
+"""Compression methods: one module per method family, each defining its config plugins."""
 
-from compress.methods import (  # noqa: F401  (registration side effects)
-    channels,
-    none,
-    prune,
-    quantize,
-    stack,
-    student,
-    weights,
-)
 from compress.methods.base import (
     MethodConfig,
     MethodContext,
     Stage,
+    Step,
     apply_method,
     method_names,
     parse_method,
-    register_method,
 )
+from compress.methods.stack import apply_steps
 
 __all__ = [
     "MethodConfig",
     "MethodContext",
     "Stage",
+    "Step",
     "apply_method",
+    "apply_steps",
     "method_names",
     "parse_method",
-    "register_method",
 ]

@@ -1,30 +1,33 @@
-"""Method registry: a method is a typed config class plus one handler registered for it.
+"""Methods: a typed config class per method (a `Plugin`) whose `apply` prepares its `Stage`.
 
-Adding a method means writing one config dataclass and one handler; `apply_method`
-dispatches on the config's type, so nothing else is edited.
+Adding a method means one YAML file in conf/method and one module here defining its config
+class (with a `name`) and its stage; nothing else is edited.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import dataclasses
+import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple, Protocol
 
 from torch import nn
 
-from compress.config import from_mapping
-from compress.errors import ConfigError
+from compress.plugins import Plugin, Registry
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from compress.data import DataBundle
 
 
 @dataclass(frozen=True)
-class MethodConfig:
+class MethodConfig(Plugin):
     """Base of every method config; subclasses validate themselves in __post_init__."""
 
-    name: ClassVar[str]
+    registry: ClassVar[Registry[MethodConfig]] = Registry("method", "compress.methods")
     #: Whether the method needs a fine-tune phase after it is applied.
     finetunes: ClassVar[bool] = True
     #: Whether the method changes the architecture (removes channels) rather than values.
@@ -35,8 +38,37 @@ class MethodConfig:
     #: Whether the method zeroes weights through masks (what the lottery schedule rewinds).
     sparsifies: ClassVar[bool] = False
 
+    #: Options an analysis may set from what it found (sensitivity's per-layer amounts).
+    accepts: ClassVar[tuple[str, ...]] = ()
+
     def check(self, finetune_epochs: int) -> None:
         """Raise ConfigError if the method cannot run with this many fine-tune epochs."""
+
+    def apply(self, model: nn.Module, context: MethodContext) -> Stage:
+        """Prepare this method on `model`; nothing is applied before `Stage.update`."""
+        raise NotImplementedError
+
+    def steps(self) -> list[Step]:
+        """The methods applied in turn: this one alone (a stack lists its stages)."""
+        return [Step(self.name, self, None)]
+
+    def patched(self, patch: Mapping[str, Any]) -> MethodConfig:
+        """This config with `patch` (from an analysis) applied where the method accepts it."""
+        if not patch:
+            return self
+        if not set(patch) <= set(self.accepts):
+            log.info("method '%s' does not take %s from the analysis", self.name, sorted(patch))
+            return self
+        log.info("method '%s': %s from the analysis", self.name, patch)
+        return dataclasses.replace(self, **patch)
+
+
+class Step(NamedTuple):
+    """One method of a pipeline's compression, with its own fine-tune length if set."""
+
+    label: str
+    config: MethodConfig
+    epochs: int | None
 
 
 @dataclass(frozen=True)
@@ -123,40 +155,16 @@ class StageBase:
         return None
 
 
-C = TypeVar("C", bound=MethodConfig)
-Handler = Callable[[nn.Module, Any, MethodContext], Stage]
-
-_CONFIGS: dict[str, type[MethodConfig]] = {}
-_HANDLERS: dict[type[MethodConfig], Handler] = {}
-
-
-def register_method(
-    config_cls: type[C],
-) -> Callable[[Callable[[nn.Module, C, MethodContext], Stage]], Handler]:
-    """Register `config_cls` under its `name` and the decorated function as its handler."""
-
-    def decorate(handler: Callable[[nn.Module, C, MethodContext], Stage]) -> Handler:
-        _CONFIGS[config_cls.name] = config_cls
-        _HANDLERS[config_cls] = handler
-        return handler
-
-    return decorate
-
-
 def method_names() -> tuple[str, ...]:
-    return tuple(sorted(_CONFIGS))
+    return MethodConfig.registry.names()
 
 
 def parse_method(values: Mapping[str, Any]) -> MethodConfig:
     """Turn the `method` config section into its typed config (validated)."""
-    values = dict(values)
-    name = values.pop("name", None)
-    if name not in _CONFIGS:
-        raise ConfigError(f"unknown method '{name}'; choose one of: {', '.join(method_names())}")
-    return from_mapping(_CONFIGS[name], values, "method")
+    return MethodConfig.registry.parse(values, "method")
 
 
 def apply_method(model: nn.Module, config: MethodConfig, context: MethodContext) -> Stage:
     """Prepare the method described by `config` on `model`; nothing is applied until the
     schedule calls the returned stage's `update`."""
-    return _HANDLERS[type(config)](model, config, context)
+    return config.apply(model, context)

@@ -30,7 +30,7 @@ from torch.nn import functional as F
 
 from compress.config import require
 from compress.errors import ConfigError
-from compress.methods.base import MethodConfig, MethodContext, StageBase, register_method
+from compress.methods.base import MethodConfig, MethodContext, Stage, StageBase
 from compress.methods.masks import PRUNABLE_TYPES, matching
 from compress.models.eval_mode import eval_mode
 
@@ -88,6 +88,9 @@ class ChannelPruning(MethodConfig):
             self.taylor_batches >= 1,
             f"method.taylor_batches must be >= 1, got {self.taylor_batches}",
         )
+
+    def apply(self, model: nn.Module, context: MethodContext) -> Stage:
+        return prune_channels(model, self, context)
 
 
 class SeededRandomImportance:
@@ -315,7 +318,6 @@ def write_table(path: Path, original: dict[str, int], kept: dict[str, int]) -> P
     return path
 
 
-@register_method(ChannelPruning)
 def prune_channels(
     model: nn.Module, config: ChannelPruning, context: MethodContext
 ) -> ChannelStage:

@@ -6,13 +6,16 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from compress.methods.base import MethodConfig, MethodContext, StageBase, register_method
+from compress.methods.base import MethodConfig, MethodContext, Stage, StageBase
 
 
 @dataclass(frozen=True)
 class NoCompression(MethodConfig):
     name = "none"
     finetunes = False
+
+    def apply(self, model: nn.Module, context: MethodContext) -> Stage:
+        return keep_baseline(model, self, context)
 
 
 class _Identity(StageBase):
@@ -23,6 +26,5 @@ class _Identity(StageBase):
         return model
 
 
-@register_method(NoCompression)
 def keep_baseline(model: nn.Module, config: NoCompression, context: MethodContext) -> _Identity:
     return _Identity()

@@ -18,7 +18,7 @@ from torch import nn
 
 from compress.config import require
 from compress.errors import ConfigError
-from compress.methods.base import MethodConfig, MethodContext, StageBase, register_method
+from compress.methods.base import MethodConfig, MethodContext, Stage, StageBase
 from compress.methods.masks import (
     MaskSet,
     layer_amounts,
@@ -49,6 +49,7 @@ class UnstructuredPruning(MethodConfig):
 
     name = "prune"
     sparsifies = True
+    accepts = ("layers",)  # per-layer amounts found by `analysis=sensitivity`
     amount: float = 0.8
     scope: str = "global"
     criterion: str = "magnitude"
@@ -70,6 +71,9 @@ class UnstructuredPruning(MethodConfig):
         for pattern, amount in self.layers.items():
             _check_amount(amount, f"method.layers['{pattern}']")
 
+    def apply(self, model: nn.Module, context: MethodContext) -> Stage:
+        return prune_unstructured(model, self, context)
+
 
 @dataclass(frozen=True)
 class NofMPruning(MethodConfig):
@@ -89,6 +93,9 @@ class NofMPruning(MethodConfig):
     def __post_init__(self) -> None:
         require(self.m >= 2, f"method.m must be >= 2, got {self.m}")
         require(1 <= self.n < self.m, f"method.n must be in [1, m), got {self.n}")
+
+    def apply(self, model: nn.Module, context: MethodContext) -> Stage:
+        return prune_n_of_m(model, self, context)
 
 
 class MaskedStage(StageBase):
@@ -129,7 +136,6 @@ def _weights(model: nn.Module, method: str) -> dict[str, nn.Parameter]:
     return weights
 
 
-@register_method(UnstructuredPruning)
 def prune_unstructured(
     model: nn.Module, config: UnstructuredPruning, context: MethodContext
 ) -> MaskedStage:
@@ -152,7 +158,6 @@ def prune_unstructured(
     return MaskedStage(weights, compute)
 
 
-@register_method(NofMPruning)
 def prune_n_of_m(model: nn.Module, config: NofMPruning, context: MethodContext) -> MaskedStage:
     weights = _weights(model, config.name)
     excluded = {

@@ -22,8 +22,8 @@ from compress.methods.base import (
     Conversion,
     MethodConfig,
     MethodContext,
+    Stage,
     StageBase,
-    register_method,
 )
 from compress.methods.masks import PRUNABLE_TYPES
 from compress.models.eval_mode import model_device
@@ -63,6 +63,9 @@ class DynamicInt8(MethodConfig):
 
     def recipe(self) -> Recipe:
         return Recipe("dynamic", skip=tuple(self.skip))
+
+    def apply(self, model: nn.Module, context: MethodContext) -> Stage:
+        return quantize_dynamic_int8(model, self, context)
 
 
 @dataclass(frozen=True)
@@ -115,6 +118,9 @@ class StaticInt8(_Int8Options):
             f"set activation ranges), got {self.calibration_batches}",
         )
 
+    def apply(self, model: nn.Module, context: MethodContext) -> Stage:
+        return quantize_static_int8(model, self, context)
+
 
 @dataclass(frozen=True)
 class QuantAwareTraining(_Int8Options):
@@ -131,6 +137,9 @@ class QuantAwareTraining(_Int8Options):
             "method 'qat' trains with fake quantization: schedule.finetune.epochs must be "
             f">= 1, got {finetune_epochs}",
         )
+
+    def apply(self, model: nn.Module, context: MethodContext) -> Stage:
+        return quantization_aware_training(model, self, context)
 
 
 Int8Config = DynamicInt8 | StaticInt8 | QuantAwareTraining
@@ -219,19 +228,16 @@ def _zero_masks(prepared: nn.Module) -> dict[str, torch.Tensor]:
     return masks
 
 
-@register_method(DynamicInt8)
 def quantize_dynamic_int8(
     model: nn.Module, config: DynamicInt8, context: MethodContext
 ) -> Int8Stage:
     return Int8Stage(model, config, context)
 
 
-@register_method(StaticInt8)
 def quantize_static_int8(model: nn.Module, config: StaticInt8, context: MethodContext) -> Int8Stage:
     return Int8Stage(model, config, context)
 
 
-@register_method(QuantAwareTraining)
 def quantization_aware_training(
     model: nn.Module, config: QuantAwareTraining, context: MethodContext
 ) -> Int8Stage:

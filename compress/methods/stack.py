@@ -17,9 +17,10 @@ last stage's encoding of it, so size ratios multiply.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 from torch import nn
 
@@ -31,18 +32,11 @@ from compress.methods.base import (
     MethodContext,
     Stage,
     StageBase,
-    apply_method,
+    Step,
     parse_method,
-    register_method,
 )
 
 log = logging.getLogger(__name__)
-
-
-class Step(NamedTuple):
-    label: str
-    config: MethodConfig
-    epochs: int | None
 
 
 @dataclass(frozen=True)
@@ -86,6 +80,35 @@ class Stack(MethodConfig):
         for step in self.steps():
             step.config.check(finetune_epochs if step.epochs is None else step.epochs)
 
+    def apply(self, model: nn.Module, context: MethodContext) -> Stage:
+        return stack(model, self, context)
+
+
+#: How a pipeline fine-tunes a stage it has just applied (index, step, stage, model); it
+#: must bring the stage to its full target.
+FineTune = Callable[[int, Step, Stage, nn.Module], None]
+
+
+def apply_steps(
+    model: nn.Module,
+    method: MethodConfig,
+    context: MethodContext,
+    fine_tune: FineTune | None = None,
+) -> tuple[nn.Module, Stage]:
+    """Apply `method`'s steps in order, each fine-tuned by `fine_tune` (or applied at its
+    full target when there is none) and finalized; return the real model and its stage
+    (the one stage, or the stack's stages together)."""
+    stages: list[Stage] = []
+    for index, step in enumerate(method.steps()):
+        stage = step.config.apply(model, context)
+        if fine_tune is None:
+            stage.update(1.0)
+        else:
+            fine_tune(index, step, stage, model)
+        model = stage.finalize(model)
+        stages.append(stage)
+    return model, stages[0] if len(stages) == 1 else StackStage(stages)
+
 
 class StackStage(StageBase):
     """The stages of a stack, once each has been applied and finalized in order."""
@@ -94,7 +117,7 @@ class StackStage(StageBase):
         self.stages = stages
 
     def update(self, progress: float) -> bool:
-        raise NotImplementedError("a stack is driven stage by stage (see compress.run.pipeline)")
+        raise NotImplementedError("a stack is driven stage by stage (see apply_steps)")
 
     def finalize(self, model: nn.Module) -> nn.Module:
         return model
@@ -123,8 +146,8 @@ class StackStage(StageBase):
 
 
 class _AppliedAtOnce(StackStage):
-    """A stack applied without fine-tuning: every stage at its full target, in order
-    (what a dry run checks, and what `apply_method` gives outside the pipeline)."""
+    """A stack prepared by `apply` outside a pipeline: at `update(1.0)` every stage is
+    applied at its full target, in order, through `apply_steps`."""
 
     def __init__(self, model: nn.Module, config: Stack, context: MethodContext) -> None:
         super().__init__([])
@@ -135,13 +158,8 @@ class _AppliedAtOnce(StackStage):
     def update(self, progress: float) -> bool:
         if progress < 1 or self.stages:
             return False
-        model = self.model
-        for step in self.config.steps():
-            stage = apply_method(model, step.config, self.context)
-            stage.update(1.0)
-            model = stage.finalize(model)
-            self.stages.append(stage)
-        self.model = model
+        self.model, stage = apply_steps(self.model, self.config, self.context)
+        self.stages = stage.stages if isinstance(stage, StackStage) else [stage]
         return True
 
     def finalize(self, model: nn.Module) -> nn.Module:
@@ -149,6 +167,5 @@ class _AppliedAtOnce(StackStage):
         return self.model
 
 
-@register_method(Stack)
 def stack(model: nn.Module, config: Stack, context: MethodContext) -> StackStage:
     return _AppliedAtOnce(model, config, context)

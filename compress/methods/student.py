@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from compress.config import require
-from compress.methods.base import MethodConfig, MethodContext, StageBase, register_method
+from compress.methods.base import MethodConfig, MethodContext, Stage, StageBase
 from compress.models import build_model
 from compress.models.eval_mode import model_device
 
@@ -38,6 +38,9 @@ class Student(MethodConfig):
             "method 'student' trains the student in the fine-tune: schedule.finetune.epochs "
             f"must be >= 1, got {finetune_epochs}",
         )
+
+    def apply(self, model: nn.Module, context: MethodContext) -> Stage:
+        return train_student(model, self, context)
 
 
 class StudentStage(StageBase):
@@ -71,6 +74,5 @@ class StudentStage(StageBase):
         return dict(self.config.model or {})
 
 
-@register_method(Student)
 def train_student(model: nn.Module, config: Student, context: MethodContext) -> StudentStage:
     return StudentStage(model, config, context)

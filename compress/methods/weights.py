@@ -33,7 +33,7 @@ from torch.nn.utils import parametrize
 from compress.artifact.encodings import Entry, codebook_entry, packed_entry
 from compress.config import require
 from compress.errors import ConfigError
-from compress.methods.base import MethodConfig, MethodContext, StageBase, register_method
+from compress.methods.base import MethodConfig, MethodContext, Stage, StageBase
 from compress.methods.masks import matching, prunable_weights
 from compress.quant.grid import MAX_BITS, MIN_BITS, Grid, fake_quantize, grid_weights, quantize
 from compress.quant.kmeans import INITS, cluster, shared_weights
@@ -109,6 +109,9 @@ class WeightQuantization(MethodConfig):
             "method.qat trains with fake quantization: schedule.finetune.epochs must be >= 1, "
             f"got {finetune_epochs}",
         )
+
+    def apply(self, model: nn.Module, context: MethodContext) -> Stage:
+        return quantize_weights(model, self, context)
 
 
 class _FakeQuantized(nn.Module):
@@ -218,6 +221,9 @@ class WeightSharing(MethodConfig):
         require(self.iterations >= 0, f"method.iterations must be >= 0, got {self.iterations}")
         _check_layer_bits(self, 1)
 
+    def apply(self, model: nn.Module, context: MethodContext) -> Stage:
+        return share_weights(model, self, context)
+
 
 class _Shared(nn.Module):
     """Parametrization: the weight is `centroids[codes]` on the mask; the trained
@@ -296,13 +302,11 @@ def _bits_table(path: Path, bits: dict[str, int], modules: dict[str, Any]) -> Pa
     return path
 
 
-@register_method(WeightQuantization)
 def quantize_weights(
     model: nn.Module, config: WeightQuantization, context: MethodContext
 ) -> WeightGridStage:
     return WeightGridStage(model, config)
 
 
-@register_method(WeightSharing)
 def share_weights(model: nn.Module, config: WeightSharing, context: MethodContext) -> SharingStage:
     return SharingStage(model, config)

@@ -1,1 +1,1 @@
-"""run."""
+"""The pipeline: one experiment from config to measured, tracked result."""

@@ -25,8 +25,8 @@ from torch import nn
 
 from compress.artifact.store import atomic_torch_save
 from compress.data import DataBundle
-from compress.train.loop import EpochStats, fit
-from compress.train.progress import Progress
+from compress.train.callbacks import EpochStats
+from compress.train.loop import fit
 from compress.train.recipe import RuntimeConfig, TrainRecipe
 
 log = logging.getLogger(__name__)
@@ -73,7 +73,6 @@ def load_or_train(
     seed: int,
     key: str,
     cache_dir: Path,
-    progress: Progress | None = None,
 ) -> Baseline:
     """Fill `model` with the baseline weights: from the cache, or by training and caching.
 
@@ -86,9 +85,7 @@ def load_or_train(
         if cached is not None:
             log.info("baseline: reusing %s", path)
             return cached
-        return _train(
-            model, data, recipe, runtime, seed=seed, key=key, path=path, progress=progress
-        )
+        return _train(model, data, recipe, runtime, seed=seed, key=key, path=path)
 
 
 @contextlib.contextmanager
@@ -138,10 +135,9 @@ def _train(
     seed: int,
     key: str,
     path: Path,
-    progress: Progress | None,
 ) -> Baseline:
     started = time.perf_counter()
-    history = fit(model, data, recipe, runtime, seed=seed, label="baseline", progress=progress)
+    history = fit(model, data, recipe, runtime, seed=seed, label="baseline")
     seconds = time.perf_counter() - started
     atomic_torch_save(
         {

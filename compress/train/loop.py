@@ -7,7 +7,6 @@ import logging
 import math
 import time
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
 from typing import Protocol
 
 import torch
@@ -16,7 +15,7 @@ from torch import nn
 from compress.data import DataBundle, Split
 from compress.errors import TrainingDivergedError
 from compress.models.eval_mode import eval_mode, model_device
-from compress.train.progress import Progress
+from compress.train.callbacks import EpochStats, active
 from compress.train.recipe import RuntimeConfig, TrainRecipe
 
 log = logging.getLogger(__name__)
@@ -24,16 +23,6 @@ log = logging.getLogger(__name__)
 #: How often (in steps) the running loss is read back: a device sync, a NaN check and
 #: a progress-bar update.
 CHECK_EVERY = 25
-
-
-@dataclass(frozen=True)
-class EpochStats:
-    epoch: int
-    loss: float
-    train_acc: float
-    val_acc: float
-    lr: float
-    seconds: float
 
 
 class Objective(Protocol):
@@ -119,7 +108,6 @@ def fit(
     seed: int,
     label: str,
     after_step: Callable[[], bool | None] | None = None,
-    progress: Progress | None = None,
     stop_after: int | None = None,
     objective: Objective | None = None,
 ) -> list[EpochStats]:
@@ -130,7 +118,8 @@ def fit(
     optimizer step; when it returns True the parameters were replaced (channels
     removed) and the optimizer is rebuilt over the new ones. `stop_after` ends training
     after that many epochs of the recipe (its learning-rate schedule unchanged).
-    `objective` replaces cross-entropy (its own parameters are trained too).
+    `objective` replaces cross-entropy (its own parameters are trained too). Progress is
+    reported to the callbacks active here (`compress.train.callbacks.observing`).
     """
     torch.manual_seed(seed)
     shuffle = torch.Generator().manual_seed(seed)
@@ -142,9 +131,12 @@ def fit(
     x_all, y_all = prepare_inputs(data.train.x, runtime), data.train.y
     n = len(y_all)
     history: list[EpochStats] = []
-    task = progress.start(label, recipe.epochs, n) if progress else None
+    epochs = min(recipe.epochs, stop_after or recipe.epochs)
+    callbacks, phase = active()
+    for callback in callbacks:
+        callback.fit_started(phase, label, epochs, math.ceil(n / recipe.batch_size))
     model.train()
-    for epoch in range(min(recipe.epochs, stop_after or recipe.epochs)):
+    for epoch in range(epochs):
         started = time.perf_counter()
         lr = recipe.lr * lr_factor(recipe, epoch)
         for group in optimizer.param_groups:
@@ -171,10 +163,9 @@ def fit(
             loss_sum += loss.detach() * len(idx)
             correct += logits.detach().argmax(1).eq(y).sum()
             if step % CHECK_EVERY == 0:
-                seen = min(step * recipe.batch_size, n)
-                running = _finite_loss(loss_sum, seen, label, epoch)
-                if progress:
-                    progress.advance(task, seen, running)
+                running = _finite_loss(loss_sum, min(step * recipe.batch_size, n), label, epoch)
+                for callback in callbacks:
+                    callback.step_done(step, running)
         mean_loss = _finite_loss(loss_sum, n, label, epoch)
         stats = EpochStats(
             epoch=epoch,
@@ -185,11 +176,11 @@ def fit(
             seconds=time.perf_counter() - started,
         )
         history.append(stats)
-        if progress:
-            progress.end_epoch(task, stats.loss, stats.val_acc)
+        for callback in callbacks:
+            callback.epoch_done(stats)
         log.debug("%s epoch %d: %s", label, epoch + 1, stats)
-    if progress and task is not None:
-        progress.finish(task)
+    for callback in callbacks:
+        callback.fit_done()
     return history
 
 

@@ -1,4 +1,4 @@
-"""A rich progress bar for training phases: epochs, samples, loss and validation accuracy."""
+"""A rich progress bar for training, driven as a training callback: steps, loss, val acc."""
 
 from __future__ import annotations
 
@@ -9,12 +9,15 @@ from rich.progress import (
     TaskID,
     TextColumn,
     TimeElapsedColumn,
+    TimeRemainingColumn,
 )
 from rich.progress import Progress as RichProgress
 
+from compress.train.callbacks import EpochStats
+
 
 class Progress:
-    """One bar per training phase; advances in samples, shows loss and val accuracy."""
+    """One bar per call of `fit`, advancing in optimizer steps (drawn only on a terminal)."""
 
     def __init__(self, enabled: bool = True) -> None:
         console = Console(stderr=True)
@@ -23,15 +26,16 @@ class Progress:
             BarColumn(),
             MofNCompleteColumn(),
             TextColumn("epoch {task.fields[epoch]}/{task.fields[epochs]}"),
-            TextColumn("loss {task.fields[loss]:.4f}"),
-            TextColumn("val acc {task.fields[val_acc]:.2%}"),
+            TextColumn("{task.fields[reading]}"),
             TimeElapsedColumn(),
+            TimeRemainingColumn(),
             console=console,
             disable=not (enabled and console.is_terminal),
             transient=False,
         )
-        self._epoch_samples: dict[TaskID, int] = {}
-        self._epoch: dict[TaskID, int] = {}
+        self._task: TaskID | None = None
+        self._steps_per_epoch = 1
+        self._epoch = 0
 
     def __enter__(self) -> Progress:
         self._bar.start()
@@ -40,34 +44,33 @@ class Progress:
     def __exit__(self, *exc: object) -> None:
         self._bar.stop()
 
-    def start(self, label: str, epochs: int, samples_per_epoch: int) -> TaskID:
-        task = self._bar.add_task(
-            label,
-            total=epochs * samples_per_epoch,
-            epoch=0,
-            epochs=epochs,
-            loss=float("nan"),
-            val_acc=float("nan"),
+    def fit_started(self, phase: str, label: str, epochs: int, steps_per_epoch: int) -> None:
+        self._steps_per_epoch, self._epoch = steps_per_epoch, 0
+        self._task = self._bar.add_task(
+            label, total=epochs * steps_per_epoch, epoch=0, epochs=epochs, reading=""
         )
-        self._epoch_samples[task] = samples_per_epoch
-        self._epoch[task] = 0
-        return task
 
-    def advance(self, task: TaskID, seen_this_epoch: int, loss: float) -> None:
-        epoch = self._epoch[task]
+    def step_done(self, step: int, running_loss: float) -> None:
+        if self._task is not None:
+            completed = self._epoch * self._steps_per_epoch + step
+            self._bar.update(self._task, completed=completed, reading=self._reading(running_loss))
+
+    def epoch_done(self, stats: EpochStats) -> None:
+        if self._task is None:
+            return
+        self._epoch += 1
         self._bar.update(
-            task, completed=epoch * self._epoch_samples[task] + seen_this_epoch, loss=loss
+            self._task,
+            completed=self._epoch * self._steps_per_epoch,
+            epoch=self._epoch,
+            reading=self._reading(stats.loss, stats.val_acc),
         )
 
-    def end_epoch(self, task: TaskID, loss: float, val_acc: float) -> None:
-        epoch = self._epoch[task] = self._epoch[task] + 1
-        self._bar.update(
-            task,
-            completed=epoch * self._epoch_samples[task],
-            epoch=epoch,
-            loss=loss,
-            val_acc=val_acc,
-        )
-
-    def finish(self, task: TaskID) -> None:
+    def fit_done(self) -> None:
         self._bar.refresh()
+        self._task = None
+
+    @staticmethod
+    def _reading(loss: float, val_acc: float | None = None) -> str:
+        text = f"loss {loss:.4f}"
+        return text if val_acc is None or val_acc != val_acc else f"{text}  val acc {val_acc:.2%}"

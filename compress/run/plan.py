@@ -1,0 +1,102 @@
+"""The validated experiment (`Plan`) and what a run returns (`Result`)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from compress.analysis import AnalysisConfig, parse_analysis
+from compress.config import from_mapping, require
+from compress.distill.config import DistillConfig
+from compress.measure.config import MeasureConfig
+from compress.measure.footprint import Measurement
+from compress.methods import MethodConfig, parse_method
+from compress.schedules import ScheduleConfig, parse_schedule
+from compress.tracking.config import TrackingConfig
+from compress.train.recipe import RuntimeConfig, TrainRecipe
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The validated experiment: every section typed and checked."""
+
+    seed: int
+    model: dict[str, Any]
+    dataset: dict[str, Any]
+    method: MethodConfig
+    schedule: ScheduleConfig
+    train: TrainRecipe
+    finetune: TrainRecipe
+    runtime: RuntimeConfig
+    measure: MeasureConfig
+    tracking: TrackingConfig
+    outputs: Path
+    run_dir: Path
+    analysis: AnalysisConfig
+    distill: DistillConfig | None = None
+
+    @classmethod
+    def from_config(cls, cfg: Mapping[str, Any]) -> Plan:
+        for section in ("model", "dataset", "method", "schedule", "paths"):
+            require(section in cfg, f"config has no '{section}' section")
+        schedule = dict(cfg["schedule"])
+        paths = {k: Path(v) for k, v in cfg["paths"].items()}
+        for key in ("outputs", "run_dir"):
+            require(key in paths, f"paths.{key} is required")
+            require(paths[key].is_absolute(), f"paths.{key} must be absolute, got {paths[key]}")
+        return cls(
+            seed=int(cfg.get("seed", 0)),
+            model=dict(cfg["model"]),
+            dataset=dict(cfg["dataset"]),
+            method=parse_method(cfg["method"]),
+            schedule=parse_schedule(schedule),
+            train=TrainRecipe.parse(schedule.get("train"), "schedule.train"),
+            finetune=TrainRecipe.parse(schedule.get("finetune"), "schedule.finetune"),
+            runtime=from_mapping(RuntimeConfig, cfg.get("runtime"), "runtime"),
+            measure=from_mapping(MeasureConfig, cfg.get("measure"), "measure"),
+            tracking=from_mapping(TrackingConfig, cfg.get("tracking"), "tracking"),
+            outputs=paths["outputs"],
+            run_dir=paths["run_dir"],
+            analysis=parse_analysis(cfg.get("analysis")),
+            distill=DistillConfig.parse(cfg.get("distill")),
+        )
+
+    def tags(self) -> dict[str, str]:
+        return {
+            "model": str(self.model.get("name")),
+            "dataset": str(self.dataset.get("name")),
+            "method": self.method.name,
+            "schedule": self.schedule.name,
+        }
+
+    def device(self) -> torch.device:
+        if self.runtime.device != "auto":
+            return torch.device(self.runtime.device)
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+@dataclass(frozen=True)
+class Result:
+    metrics: dict[str, float]
+    baseline: Measurement
+    compressed: Measurement
+    artifact: Path
+    run_dir: Path
+    tracking: str
+    tracking_uri: str | None
+    baseline_cached: bool
+    run_id: str | None = None  # the MLflow run, when tracking is enabled
+
+
+def config_hash(cfg: Mapping[str, Any]) -> str:
+    """What identifies an experiment: its resolved config without the run's own folder."""
+    plain = {k: v for k, v in cfg.items() if k != "paths"}
+    plain["paths"] = {k: v for k, v in dict(cfg.get("paths", {})).items() if k != "run_dir"}
+    blob = json.dumps(plain, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:24]

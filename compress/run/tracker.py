@@ -1,0 +1,164 @@
+"""Every tracking call of a job, in one place: the pipeline's steps report here.
+
+The `Tracker` owns the job's MLflow run. It is also a training callback, so each epoch's
+loss, accuracies and learning rate are logged as the epoch ends (a long run shows its
+curves while it trains, and a crash keeps them), under the phase that trained it
+(`baseline/loss`, `finetune/val_acc`, ...). A resumed job is skipped before its run opens;
+a job refused before its run opened still leaves a FAILED run in a sweep.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+from collections.abc import Mapping
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import torch
+import yaml
+
+from compress.analysis import AnalysisResult
+from compress.config import from_mapping
+from compress.errors import AlreadyFinished, CompressError
+from compress.measure.footprint import Measurement
+from compress.run.baseline import Baseline
+from compress.run.plan import Plan
+from compress.tracking.config import TrackingConfig
+from compress.tracking.provenance import provenance
+from compress.tracking.run import Run, finished_run, flatten, sweep_tags, tag_run
+from compress.train.callbacks import EpochStats
+
+log = logging.getLogger(__name__)
+
+HISTORY = ("loss", "train_acc", "val_acc", "lr")
+
+
+class Tracker:
+    """The job's run, opened on entry; FINISHED on a clean exit, FAILED on an error."""
+
+    def __init__(self, plan: Plan, tags: Mapping[str, str]) -> None:
+        self.plan = plan
+        self.tags = dict(tags)
+        self._run = Run(plan.tracking, self.tags)
+        self._phase = "train"
+        self._epochs: dict[str, int] = {}
+
+    def __enter__(self) -> Tracker:
+        self._run.__enter__()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        error: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._run.__exit__(exc_type, error, tb)
+
+    @property
+    def run_id(self) -> str | None:
+        return self._run.run_id
+
+    def describe(self) -> str:
+        return self._run.describe()
+
+    # -- the steps report
+
+    def started(self, cfg: Mapping[str, Any], fingerprint: str, device: torch.device) -> None:
+        """The config (params, and config.yaml as an artifact) and where the job runs."""
+        self._run.log_params(flatten(cfg))
+        self._run.set_tags({"data.fingerprint": fingerprint, "device": device.type, **provenance()})
+        path = self.plan.run_dir / "config.yaml"
+        path.write_text(yaml.safe_dump(dict(cfg), sort_keys=False))
+        self._run.log_artifact(path)
+
+    def baseline(self, cache: Baseline, key: str) -> None:
+        """Where the baseline came from; a cached one's training curves, logged anew."""
+        self._run.set_tags({"baseline.cached": str(cache.cached).lower(), "baseline.key": key})
+        if cache.cached:
+            self._run.log_histories(
+                {
+                    f"baseline/{n}": [(h.epoch, getattr(h, n)) for h in cache.history]
+                    for n in HISTORY
+                }
+            )
+
+    def analysed(self, result: AnalysisResult) -> None:
+        for path in result.files:
+            self._run.log_artifact(path)
+
+    def finished(
+        self,
+        metrics: Mapping[str, float],
+        sparsity: list[tuple[int, float]],
+        tags: Mapping[str, str],
+        files: list[tuple[Path, str | None]],
+        summary: Mapping[str, Any],
+    ) -> None:
+        """The job's figures, its tables and files, its summary.json and its artifact."""
+        self._run.set_tags(tags)
+        self._run.log_histories({"finetune/sparsity": sparsity})
+        self._run.log_metrics(metrics)
+        path = self.plan.run_dir / "summary.json"
+        path.write_text(json.dumps(summary, indent=2, default=_plain))
+        for file, folder in [*files, (path, None)]:
+            self._run.log_artifact(file, folder)
+
+    # -- a training callback
+
+    def fit_started(self, phase: str, label: str, epochs: int, steps_per_epoch: int) -> None:
+        self._phase = phase
+
+    def step_done(self, step: int, running_loss: float) -> None:
+        pass
+
+    def epoch_done(self, stats: EpochStats) -> None:
+        epoch = self._epochs.get(self._phase, 0)
+        self._epochs[self._phase] = epoch + 1
+        self._run.log_metrics({f"{self._phase}/{n}": getattr(stats, n) for n in HISTORY}, epoch)
+
+    def fit_done(self) -> None:
+        pass
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, Measurement):
+        return dataclasses.asdict(value)
+    return str(value)
+
+
+def skip_if_finished(tracking: TrackingConfig, digest: str) -> None:
+    """Resume: raise AlreadyFinished when this exact config already FINISHED. In a sweep the
+    earlier run is named on the sweep's parent (`resumed.<hash>`), so the sweep's report
+    still counts it."""
+    parent = sweep_tags().get("mlflow.parentRunId")
+    if not tracking.resumes(in_sweep=parent is not None):
+        return
+    previous = finished_run(tracking, {"config.hash": digest})
+    if previous is None:
+        return
+    log.info("skipped: identical config already finished as run %s", previous["run_id"])
+    if parent is not None:
+        tag_run(tracking, parent, {f"resumed.{digest}": previous["run_id"]})
+    raise AlreadyFinished(previous["run_id"], previous["metrics"])
+
+
+def record_failure(cfg: Mapping[str, Any], error: BaseException, tags: Mapping[str, str]) -> None:
+    """A FAILED tracking run holding `error`, for a job of a sweep refused before its run
+    opened (bad input): the sweep goes on, and its failures stay visible beside the rest.
+    An error raised inside the job's run (a diverging loss) already failed that run."""
+    if getattr(error, "tracked_run_id", None):
+        return
+    try:
+        tracking = from_mapping(TrackingConfig, cfg.get("tracking"), "tracking")
+    except CompressError:
+        return  # the tracking section itself is what is wrong: nowhere to record it
+    try:
+        with Run(tracking, {**tags, **provenance()}) as run:
+            run.log_params(flatten(cfg))
+            raise error
+    except CompressError:
+        pass
