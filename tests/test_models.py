@@ -228,3 +228,21 @@ def test_target_builds_a_model_config_defined_elsewhere() -> None:
     assert "model.width" in one_line_error({"_target_": target, "width": "5"}, DIGITS)
     assert "not a model config" in one_line_error({"_target_": "torch.nn.Linear"}, DIGITS)
     assert "cannot import" in one_line_error({"_target_": f"{__name__}.Missing"}, DIGITS)
+
+
+def test_name_order_does_not_depend_on_what_was_imported_first() -> None:
+    code = (
+        "import compress.models.zoo, compress.models.rnn; from compress.models import model_names;"
+        "print(','.join(model_names()))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert tuple(result.stdout.strip().split(",")) == model_names()
+
+
+def test_a_hydra_section_builds_like_a_plain_mapping() -> None:
+    from omegaconf import OmegaConf
+
+    section = OmegaConf.create({"name": "small_cnn", "channels": [4, 8]})
+    cnn = build_model(section, DIGITS, 4)
+    assert [m.out_channels for m in cnn.modules() if isinstance(m, nn.Conv2d)] == [4, 8]
