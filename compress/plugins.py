@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, Generic, TypeVar
 
@@ -48,13 +48,31 @@ class Registry(Generic[P]):
         self._classes[cls.name] = cls
 
     def _load(self) -> None:
-        """Import every module of the kind's package once (each defines its plugins)."""
+        """Import every module of the kind's package once (each defines its plugins).
+
+        Names are then ordered by module, as the package lists them, so that the order in
+        messages does not depend on which plugin module something imported first; plugins
+        registered from elsewhere (a `_target_` class with a `name`) come last.
+        """
         if self._loaded:
             return
-        self._loaded = True
-        package = importlib.import_module(self.package)
-        for module in pkgutil.walk_packages(package.__path__, f"{self.package}."):
-            importlib.import_module(module.name)
+        self._loaded = True  # before the imports: a plugin module may ask for names itself
+        try:
+            package = importlib.import_module(self.package)
+            modules = [
+                module.name
+                for module in pkgutil.walk_packages(package.__path__, f"{self.package}.")
+            ]
+            for module in modules:
+                importlib.import_module(module)
+        except BaseException:
+            self._loaded = False  # a failed import must fail again, not leave names missing
+            raise
+        rank = {module: index for index, module in enumerate(modules)}
+        ordered = sorted(
+            self._classes.items(), key=lambda item: rank.get(item[1].__module__, len(rank))
+        )
+        self._classes = dict(ordered)
 
     def names(self) -> tuple[str, ...]:
         self._load()
@@ -94,13 +112,23 @@ class Registry(Generic[P]):
 
     def parse(self, section: Mapping[str, Any] | None, where: str) -> P:
         """The validated config of the plugin `section` names (by `name` or `_target_`)."""
-        values = dict(section or {})
+        values = {key: plain(value) for key, value in dict(section or {}).items()}
         if TARGET in values:
             cls = self.target(values.pop(TARGET), where)
             values.pop("name", None)
         else:
             cls = self.get(values.pop("name", None))
         return from_mapping(cls, values, where)
+
+
+def plain(value: Any) -> Any:
+    """Hydra's DictConfig / ListConfig as dict / list, so a section composed in a notebook
+    type-checks like the resolved containers the command line passes."""
+    if isinstance(value, Mapping):
+        return {key: plain(item) for key, item in value.items()}
+    if isinstance(value, Sequence) and not isinstance(value, str | bytes):
+        return [plain(item) for item in value]
+    return value
 
 
 @dataclass(frozen=True)

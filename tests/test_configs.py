@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 
 from compress.cli.config_dir import CONFIG_DIR
-from compress.data import DATASET_NAMES
+from compress.data import dataset_names
 from compress.errors import ConfigError
 from compress.methods import method_names
-from compress.models import MODEL_NAMES, build_model
+from compress.models import build_model, model_names
 from compress.run.pipeline import Plan
 from compress.tracking.config import TrackingConfig
 from tests.support import compose_config
@@ -57,8 +57,8 @@ def compose_method_name(option: str) -> str:
 
 
 def test_config_options_match_the_registries() -> None:
-    assert set(options("model")) == set(MODEL_NAMES)
-    assert set(options("dataset")) == set(DATASET_NAMES)
+    assert set(options("model")) == set(model_names())
+    assert set(options("dataset")) == set(dataset_names())
     method_options = {o: compose_method_name(o) for o in options("method")}
     assert set(method_options.values()) == set(method_names())
 

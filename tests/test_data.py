@@ -1,13 +1,14 @@
 """Behaviour of compress.data: real digits, generated data, torchvision files, config errors."""
 
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from compress.data import DATASET_NAMES, DataBundle, Split, load_dataset
+from compress.data import DataBundle, DatasetConfig, RawData, Split, dataset_names, load_dataset
 from compress.data.digits import digits_csv_path, read_digits
 from compress.data.vision import LAYOUTS
 from compress.errors import ConfigError, DatasetMissingError
@@ -211,7 +212,7 @@ def test_vision_dataset_without_root_is_a_config_error() -> None:
 def test_unknown_name_lists_valid_names() -> None:
     with pytest.raises(ConfigError) as caught:
         load_dataset({"name": "imagenet"})
-    assert all(name in str(caught.value) for name in DATASET_NAMES)
+    assert all(name in str(caught.value) for name in dataset_names())
 
 
 def test_unknown_key_is_named() -> None:
@@ -248,3 +249,41 @@ def test_bad_fake_values_are_config_errors(override: dict) -> None:
 def test_key_for_another_dataset_is_rejected() -> None:
     with pytest.raises(ConfigError, match="num_train"):
         load_dataset({"name": "digits", "num_train": 10})
+
+
+def test_key_of_another_dataset_names_its_owner_and_unknown_key_lists_valid_ones() -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_dataset({"name": "mnist", "root": "/tmp", "test_fraction": 0.3})
+    assert "test_fraction do not apply to dataset 'mnist' (they belong to digits)" in str(
+        caught.value
+    )
+    with pytest.raises(ConfigError) as caught:
+        load_dataset({"name": "fake", "num_trian": 10})
+    assert "num_trian" in str(caught.value) and "num_train" in str(caught.value)
+
+
+@dataclass(frozen=True)
+class Stripes(DatasetConfig):
+    """A dataset config outside compress.data, without a name: found through _target_ only."""
+
+    count: int = 40
+
+    def load_raw(self, generator: torch.Generator) -> RawData:
+        labels = torch.arange(self.count) % 2
+        x = labels.view(-1, 1, 1, 1).expand(-1, 1, 4, 4).to(torch.uint8) * 255
+        return RawData(x, labels, x[:10], labels[:10], num_classes=2, scale=1 / 255)
+
+
+def test_target_loads_a_dataset_config_defined_elsewhere() -> None:
+    cfg = {"_target_": f"{__name__}.Stripes", "count": 50, "val_fraction": 0.2}
+    bundle = load_dataset(cfg)
+    assert bundle.name == "Stripes"
+    assert bundle.input_shape == (1, 4, 4) and bundle.num_classes == 2
+    assert (len(bundle.train), len(bundle.val), len(bundle.test)) == (40, 10, 10)
+    assert load_dataset(cfg).fingerprint == bundle.fingerprint
+    assert load_dataset({**cfg, "split_seed": 1}).fingerprint != bundle.fingerprint
+    assert "Stripes" not in dataset_names()
+    with pytest.raises(ConfigError, match=r"dataset\.count must be an integer"):
+        load_dataset({**cfg, "count": "many"})
+    with pytest.raises(ConfigError, match="not a dataset config"):
+        load_dataset({"_target_": "torch.nn.Linear"})

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import math
 import subprocess
 import sys
+from dataclasses import dataclass
 
 import pytest
 import torch
 from torch import nn
 
 from compress.errors import ConfigError
-from compress.models import MODEL_NAMES, build_model
+from compress.models import ModelConfig, build_model, model_names
 
 DIGITS = (1, 8, 8)
 MNIST = (1, 28, 28)
@@ -26,8 +28,8 @@ def linears(model: nn.Module) -> list[nn.Linear]:
 
 
 def test_model_names() -> None:
-    assert MODEL_NAMES == (
-        "mlp", "lenet300", "lenet5", "small_cnn", "resnet20", "resnet56", "rnn", "torchvision",
+    assert model_names() == (
+        "lenet300", "lenet5", "mlp", "resnet20", "resnet56", "rnn", "small_cnn", "torchvision",
     )  # fmt: skip
 
 
@@ -148,7 +150,7 @@ def one_line_error(cfg: dict, shape: tuple[int, ...], num_classes: int = 10) -> 
 
 def test_unknown_name() -> None:
     message = one_line_error({"name": "foo"}, DIGITS)
-    assert message.startswith("unknown model 'foo'; choose one of: mlp, lenet300, lenet5")
+    assert message.startswith("unknown model 'foo'; choose one of: lenet300, lenet5, mlp")
     assert "no 'name'" in one_line_error({}, DIGITS)
 
 
@@ -199,3 +201,48 @@ def test_torchvision_errors() -> None:
 def test_bad_num_classes_and_shape() -> None:
     assert "num_classes" in one_line_error({"name": "mlp"}, DIGITS, 0)
     assert "input shape" in one_line_error({"name": "mlp"}, (1, 0, 8))
+
+
+@dataclass(frozen=True)
+class TwoLayerNet(ModelConfig):
+    """A model config outside compress.models, without a name: found through _target_ only."""
+
+    width: int = 4
+
+    def build(self, input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
+        return nn.Sequential(
+            nn.Flatten(),
+            nn.Linear(math.prod(input_shape), self.width),
+            nn.ReLU(),
+            nn.Linear(self.width, num_classes),
+        )
+
+
+def test_target_builds_a_model_config_defined_elsewhere() -> None:
+    target = f"{__name__}.TwoLayerNet"
+    model = build_model({"_target_": target, "width": 5}, DIGITS, 3)
+    assert [m.out_features for m in linears(model)] == [5, 3]
+    assert all(module.training for module in model.modules())
+    assert "TwoLayerNet" not in model_names()
+    assert "'widht'" in one_line_error({"_target_": target, "widht": 5}, DIGITS)
+    assert "model.width" in one_line_error({"_target_": target, "width": "5"}, DIGITS)
+    assert "not a model config" in one_line_error({"_target_": "torch.nn.Linear"}, DIGITS)
+    assert "cannot import" in one_line_error({"_target_": f"{__name__}.Missing"}, DIGITS)
+
+
+def test_name_order_does_not_depend_on_what_was_imported_first() -> None:
+    code = (
+        "import compress.models.zoo, compress.models.rnn; from compress.models import model_names;"
+        "print(','.join(model_names()))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert tuple(result.stdout.strip().split(",")) == model_names()
+
+
+def test_a_hydra_section_builds_like_a_plain_mapping() -> None:
+    from omegaconf import OmegaConf
+
+    section = OmegaConf.create({"name": "small_cnn", "channels": [4, 8]})
+    cnn = build_model(section, DIGITS, 4)
+    assert [m.out_channels for m in cnn.modules() if isinstance(m, nn.Conv2d)] == [4, 8]

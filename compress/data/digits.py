@@ -3,11 +3,16 @@
 import gzip
 import importlib.util
 import logging
+import math
+from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import torch
 
+from compress.config import require
+from compress.data.base import DatasetConfig
 from compress.data.bundle import RawData
 from compress.errors import DatasetMissingError
 
@@ -64,3 +69,22 @@ def load_digits_raw(test_fraction: float, generator: torch.Generator) -> RawData
         num_classes=_NUM_CLASSES,
         scale=1.0 / _MAX_PIXEL,
     )
+
+
+@dataclass(frozen=True)
+class DigitsConfig(DatasetConfig):
+    """scikit-learn's 1797 8x8 digits; `test_fraction` of them become the test split."""
+
+    name: ClassVar[str] = "digits"
+
+    test_fraction: float = 0.2
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        require(
+            math.isfinite(self.test_fraction) and 0 < self.test_fraction < 1,
+            f"dataset.test_fraction must be a fraction in (0, 1); got {self.test_fraction!r}",
+        )
+
+    def load_raw(self, generator: torch.Generator) -> RawData:
+        return load_digits_raw(self.test_fraction, generator)

@@ -1,7 +1,13 @@
 """Generated, learnable data: runs and tests that need no files and finish in milliseconds."""
 
+import math
+from dataclasses import dataclass
+from typing import ClassVar
+
 import torch
 
+from compress.config import require
+from compress.data.base import DatasetConfig
 from compress.data.bundle import RawData
 
 
@@ -33,3 +39,46 @@ def make_fake_raw(
         num_classes=num_classes,
         scale=1.0,
     )
+
+
+@dataclass(frozen=True)
+class FakeConfig(DatasetConfig):
+    """Generated data: sizes, image shape, classes and noise are all options."""
+
+    name: ClassVar[str] = "fake"
+
+    num_train: int = 512
+    num_test: int = 256
+    shape: tuple[int, ...] = (1, 8, 8)
+    num_classes: int = 10
+    noise: float = 0.5
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        object.__setattr__(self, "shape", tuple(self.shape))
+        for key in ("num_train", "num_test"):
+            value = getattr(self, key)
+            require(value >= 1, f"dataset.{key} must be >= 1; got {value!r}")
+        require(
+            self.num_classes >= 2, f"dataset.num_classes must be >= 2; got {self.num_classes!r}"
+        )
+        require(
+            math.isfinite(self.noise) and self.noise >= 0,
+            f"dataset.noise must be >= 0; got {self.noise!r}",
+        )
+        require(
+            len(self.shape) == 3 and all(d >= 1 for d in self.shape),
+            "dataset.shape must be three positive integers [channels, height, width]; "
+            f"got {list(self.shape)!r}",
+        )
+
+    def load_raw(self, generator: torch.Generator) -> RawData:
+        channels, height, width = self.shape
+        return make_fake_raw(
+            self.num_train,
+            self.num_test,
+            (channels, height, width),
+            self.num_classes,
+            self.noise,
+            generator,
+        )

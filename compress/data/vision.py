@@ -10,11 +10,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
 
+from compress.data.base import DatasetConfig
 from compress.data.bundle import RawData
 from compress.errors import ConfigError, DatasetMissingError
 
@@ -52,6 +53,35 @@ LAYOUTS: dict[str, Layout] = {
     ),
     "cifar100": Layout("CIFAR100", "cifar-100-python", ("train", "test", "meta"), 100),
 }
+
+
+@dataclass(frozen=True)
+class VisionDatasetConfig(DatasetConfig):
+    """A torchvision dataset read from `root` (its official train and test splits)."""
+
+    def load_raw(self, generator: torch.Generator) -> RawData:
+        root = None if self.root is None else Path(self.root)
+        return load_vision_raw(self.label(), root, self.download)
+
+
+@dataclass(frozen=True)
+class MNISTConfig(VisionDatasetConfig):
+    name: ClassVar[str] = "mnist"
+
+
+@dataclass(frozen=True)
+class FashionMNISTConfig(VisionDatasetConfig):
+    name: ClassVar[str] = "fashion_mnist"
+
+
+@dataclass(frozen=True)
+class CIFAR10Config(VisionDatasetConfig):
+    name: ClassVar[str] = "cifar10"
+
+
+@dataclass(frozen=True)
+class CIFAR100Config(VisionDatasetConfig):
+    name: ClassVar[str] = "cifar100"
 
 
 def missing_message(name: str, folder: Path, missing: list[str], files: tuple[str, ...]) -> str:

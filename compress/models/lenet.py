@@ -7,18 +7,25 @@ the published numbers (266,610 and 431,080 weights for 10 classes on 28x28).
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from torch import nn
 
+from compress.models.base import ModelConfig
 from compress.models.mlp import mlp_stack
-from compress.models.registry import image_shape, register
+from compress.models.options import image_shape
 
 
-@register("lenet300")
-def lenet300(input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
+@dataclass(frozen=True)
+class LeNet300Config(ModelConfig):
     """LeNet-300-100: flatten -> 300 -> 100 -> classes with ReLU; any input size works."""
-    return mlp_stack(math.prod(input_shape), (300, 100), num_classes)
+
+    name: ClassVar[str] = "lenet300"
+
+    def build(self, input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
+        return mlp_stack(math.prod(input_shape), (300, 100), num_classes)
 
 
 def _conv_pool_size(size: int) -> int:
@@ -57,7 +64,11 @@ class LeNet5(nn.Module):
         return self.classifier(self.features(x))
 
 
-@register("lenet5")
-def lenet5(input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
+@dataclass(frozen=True)
+class LeNet5Config(ModelConfig):
     """Caffe LeNet-5; fc1 in_features follow from input_shape (800 for 28x28)."""
-    return LeNet5(input_shape, num_classes)
+
+    name: ClassVar[str] = "lenet5"
+
+    def build(self, input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
+        return LeNet5(input_shape, num_classes)

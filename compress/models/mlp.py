@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import ClassVar
 
 from torch import nn
 
 from compress.errors import ConfigError
-from compress.models.registry import positive_ints, register
+from compress.models.base import ModelConfig
+from compress.models.options import positive_ints
 
 
 def mlp_stack(
@@ -38,20 +41,37 @@ def mlp_stack(
     return nn.Sequential(*layers)
 
 
-@register("mlp")
-def mlp(
-    input_shape: tuple[int, ...],
-    num_classes: int,
-    hidden: Sequence[int] = (256, 128),
-    dropout: float = 0.0,
-    batch_norm: bool = False,
-) -> nn.Module:
+@dataclass(frozen=True)
+class MLPConfig(ModelConfig):
     """Configurable MLP on the flattened input."""
-    sizes = positive_ints("mlp", "hidden", hidden, allow_empty=True)
-    if isinstance(dropout, bool) or not isinstance(dropout, int | float) or not 0 <= dropout < 1:
-        raise ConfigError(f"model 'mlp': dropout must be a number in [0, 1), got {dropout!r}")
-    if not isinstance(batch_norm, bool):
-        raise ConfigError(f"model 'mlp': batch_norm must be true or false, got {batch_norm!r}")
-    return mlp_stack(
-        math.prod(input_shape), sizes, num_classes, dropout=float(dropout), batch_norm=batch_norm
-    )
+
+    name: ClassVar[str] = "mlp"
+
+    hidden: tuple[int, ...] = (256, 128)
+    dropout: float = 0.0
+    batch_norm: bool = False
+
+    def __post_init__(self) -> None:
+        object.__setattr__(
+            self, "hidden", positive_ints("mlp", "hidden", self.hidden, allow_empty=True)
+        )
+        dropout = self.dropout
+        if (
+            isinstance(dropout, bool)
+            or not isinstance(dropout, int | float)
+            or not 0 <= dropout < 1
+        ):
+            raise ConfigError(f"model 'mlp': dropout must be a number in [0, 1), got {dropout!r}")
+        if not isinstance(self.batch_norm, bool):
+            raise ConfigError(
+                f"model 'mlp': batch_norm must be true or false, got {self.batch_norm!r}"
+            )
+
+    def build(self, input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
+        return mlp_stack(
+            math.prod(input_shape),
+            self.hidden,
+            num_classes,
+            dropout=float(self.dropout),
+            batch_norm=self.batch_norm,
+        )

@@ -8,10 +8,14 @@ op with hard-coded channel counts, and the projection costs only ~2.8k parameter
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import ClassVar
+
 import torch
 from torch import nn
 
-from compress.models.registry import image_shape, positive_int, register
+from compress.models.base import ModelConfig
+from compress.models.options import image_shape, positive_int
 
 
 def _conv3x3(in_channels: int, out_channels: int, stride: int = 1) -> nn.Conv2d:
@@ -75,15 +79,33 @@ class CifarResNet(nn.Module):
         return self.fc(self.flatten(self.pool(out)))
 
 
-@register("resnet20")
-def resnet20(input_shape: tuple[int, ...], num_classes: int, width: int = 16) -> nn.Module:
+@dataclass(frozen=True)
+class CifarResNetConfig(ModelConfig):
+    """A 6n+2-layer CIFAR ResNet; subclasses fix n (`blocks`) and give the name."""
+
+    blocks: ClassVar[int]
+
+    width: int = 16
+
+    def __post_init__(self) -> None:
+        positive_int(self.label(), "width", self.width)
+
+    def build(self, input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
+        in_channels, _, _ = image_shape(self.label(), input_shape)
+        return CifarResNet(in_channels, self.blocks, num_classes, self.width)
+
+
+@dataclass(frozen=True)
+class ResNet20Config(CifarResNetConfig):
     """ResNet-20 (n=3): ~0.27M parameters at width 16."""
-    in_channels, _, _ = image_shape("resnet20", input_shape)
-    return CifarResNet(in_channels, 3, num_classes, positive_int("resnet20", "width", width))
+
+    name: ClassVar[str] = "resnet20"
+    blocks: ClassVar[int] = 3
 
 
-@register("resnet56")
-def resnet56(input_shape: tuple[int, ...], num_classes: int, width: int = 16) -> nn.Module:
+@dataclass(frozen=True)
+class ResNet56Config(CifarResNetConfig):
     """ResNet-56 (n=9): ~0.86M parameters at width 16."""
-    in_channels, _, _ = image_shape("resnet56", input_shape)
-    return CifarResNet(in_channels, 9, num_classes, positive_int("resnet56", "width", width))
+
+    name: ClassVar[str] = "resnet56"
+    blocks: ClassVar[int] = 9

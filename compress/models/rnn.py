@@ -6,11 +6,15 @@ kernels (`method=quantize_dynamic`).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import ClassVar
+
 import torch
 from torch import nn
 
 from compress.errors import ConfigError
-from compress.models.registry import image_shape, positive_int, register
+from compress.models.base import ModelConfig
+from compress.models.options import image_shape, positive_int
 
 CELLS = {"lstm": nn.LSTM, "gru": nn.GRU}
 
@@ -29,22 +33,24 @@ class RowRNN(nn.Module):
         return self.head(out[:, -1])
 
 
-@register("rnn")
-def rnn(
-    input_shape: tuple[int, ...],
-    num_classes: int,
-    cell: str = "lstm",
-    hidden: int = 128,
-    layers: int = 1,
-) -> nn.Module:
+@dataclass(frozen=True)
+class RNNConfig(ModelConfig):
     """LSTM or GRU over the image's rows."""
-    channels, _, width = image_shape("rnn", input_shape)
-    if cell not in CELLS:
-        raise ConfigError(f"model 'rnn': cell must be one of {', '.join(CELLS)}, got {cell!r}")
-    return RowRNN(
-        channels * width,
-        positive_int("rnn", "hidden", hidden),
-        positive_int("rnn", "layers", layers),
-        cell,
-        num_classes,
-    )
+
+    name: ClassVar[str] = "rnn"
+
+    cell: str = "lstm"
+    hidden: int = 128
+    layers: int = 1
+
+    def __post_init__(self) -> None:
+        if self.cell not in CELLS:
+            raise ConfigError(
+                f"model 'rnn': cell must be one of {', '.join(CELLS)}, got {self.cell!r}"
+            )
+        positive_int("rnn", "hidden", self.hidden)
+        positive_int("rnn", "layers", self.layers)
+
+    def build(self, input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
+        channels, _, width = image_shape("rnn", input_shape)
+        return RowRNN(channels * width, self.hidden, self.layers, self.cell, num_classes)

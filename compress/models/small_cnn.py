@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from torch import nn
 
-from compress.models.registry import image_shape, positive_ints, register
+from compress.models.base import ModelConfig
+from compress.models.options import image_shape, positive_ints
 
 
 def _conv_bn_relu(in_channels: int, out_channels: int) -> nn.Sequential:
@@ -44,11 +47,18 @@ class SmallCNN(nn.Module):
         return self.classifier(self.flatten(self.pool(self.features(x))))
 
 
-@register("small_cnn")
-def small_cnn(
-    input_shape: tuple[int, ...], num_classes: int, channels: Sequence[int] = (16, 32, 64)
-) -> nn.Module:
+@dataclass(frozen=True)
+class SmallCNNConfig(ModelConfig):
     """About 24k parameters with the default channels on 1x8x8 digits."""
-    in_channels, _, _ = image_shape("small_cnn", input_shape)
-    widths = positive_ints("small_cnn", "channels", channels, allow_empty=False)
-    return SmallCNN(in_channels, widths, num_classes)
+
+    name: ClassVar[str] = "small_cnn"
+
+    channels: tuple[int, ...] = (16, 32, 64)
+
+    def __post_init__(self) -> None:
+        widths = positive_ints("small_cnn", "channels", self.channels, allow_empty=False)
+        object.__setattr__(self, "channels", widths)
+
+    def build(self, input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
+        in_channels, _, _ = image_shape("small_cnn", input_shape)
+        return SmallCNN(in_channels, self.channels, num_classes)
