@@ -13,7 +13,11 @@ class DatasetMissingError(CompressError):
     """Dataset files are absent and cannot be downloaded; the message names folder and files."""
 
 
-class TrainingDivergedError(CompressError):
+class JobFailedError(CompressError):
+    """A job that started for good reasons and failed while it ran (exit code 1, not 2)."""
+
+
+class TrainingDivergedError(JobFailedError):
     """The loss became NaN or infinite; training stops rather than produce a broken model."""
 
 

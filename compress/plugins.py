@@ -82,7 +82,7 @@ class Registry(Generic[P]):
         """The plugin class registered as `name`, or a ConfigError naming the choices."""
         self._load()
         if name not in self._classes:
-            what = f"no {self.kind} name" if name is None else f"unknown {self.kind} '{name}'"
+            what = f"unknown {self.kind} '{name}'"  # None when the section names none
             raise ConfigError(f"{what}; choose one of: {', '.join(self._classes)}")
         return self._classes[name]
 

@@ -551,7 +551,7 @@ def test_bad_input_fails_before_training(
     def no_training(*args: Any, **kwargs: Any) -> None:
         raise AssertionError("the baseline was trained")
 
-    monkeypatch.setattr("compress.run.pipeline.load_or_train", no_training)
+    monkeypatch.setattr("compress.run.steps.load_or_train", no_training)
     cfg = compose_config(tmp_path, *QUICK, "dataset=fake", *overrides)
     with pytest.raises(ConfigError) as error:
         run(cfg)
@@ -581,7 +581,7 @@ def test_bad_temperature_on_the_command_line_is_one_line_and_no_run(tmp_path: Pa
          "distill.temperature=0"],
         capture_output=True, text=True, timeout=300, env={**os.environ, "HYDRA_FULL_ERROR": "0"},
     )  # fmt: skip
-    assert done.returncode == 1
+    assert done.returncode == 2  # bad input (compress.cli.exits)
     errors = [line for line in done.stderr.splitlines() if line.strip()]
     assert errors == ["compress: error: distill.temperature must be > 0, got 0"]
     assert "baseline" not in done.stdout

@@ -15,10 +15,8 @@ from compress.methods import (
     MethodConfig,
     MethodContext,
     apply_method,
-    base,
     method_names,
     parse_method,
-    register_method,
 )
 from compress.methods.masks import MaskSet, keep_top, prunable_weights, unstructured_masks
 from compress.methods.none import NoCompression
@@ -276,19 +274,10 @@ def test_apply_none_changes_nothing() -> None:
 
 @pytest.fixture
 def isolated_registry(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Register into copies of the registry so the test method disappears afterwards."""
-    monkeypatch.setattr(base, "_CONFIGS", dict(base._CONFIGS))
-    monkeypatch.setattr(base, "_HANDLERS", dict(base._HANDLERS))
-
-
-@dataclass(frozen=True)
-class _ScaleWeights(MethodConfig):
-    name = "test_methods_scale_weights"
-    finetunes = False
-    factor: float = 2.0
-
-    def __post_init__(self) -> None:
-        require(self.factor > 0, f"method.factor must be > 0, got {self.factor}")
+    """Register into a copy of the registry so the test method disappears afterwards."""
+    registry = MethodConfig.registry
+    registry.names()  # the built-in methods are in before the copy is taken
+    monkeypatch.setattr(registry, "_classes", dict(registry._classes))
 
 
 class _ScaleStage:
@@ -317,9 +306,18 @@ class _ScaleStage:
 
 
 def test_register_new_method(isolated_registry: None) -> None:
-    @register_method(_ScaleWeights)
-    def scale(model: nn.Module, config: _ScaleWeights, context: MethodContext) -> _ScaleStage:
-        return _ScaleStage(model, config.factor)
+    # A new method is one config class with a name and an `apply`; defining it registers it.
+    @dataclass(frozen=True)
+    class _ScaleWeights(MethodConfig):
+        name = "test_methods_scale_weights"
+        finetunes = False
+        factor: float = 2.0
+
+        def __post_init__(self) -> None:
+            require(self.factor > 0, f"method.factor must be > 0, got {self.factor}")
+
+        def apply(self, model: nn.Module, context: MethodContext) -> _ScaleStage:
+            return _ScaleStage(model, self.factor)
 
     assert "test_methods_scale_weights" in method_names()
     config = parse_method({"name": "test_methods_scale_weights", "factor": 3.0})

@@ -30,7 +30,8 @@ from compress.methods import MethodContext, Stage, apply_method, parse_method
 from compress.methods.masks import prunable_weights
 from compress.models import build_model
 from compress.run.pipeline import Result, run
-from compress.schedules.base import OneShot, run_schedule
+from compress.schedules import ScheduleContext
+from compress.schedules.oneshot import OneShot
 from compress.train.loop import accuracy
 from compress.train.recipe import RuntimeConfig, TrainRecipe
 from tests.support import QUICK, compose_config, mlflow_runs
@@ -338,9 +339,9 @@ def test_centroid_finetune_moves_centroids_not_codes(data: DataBundle) -> None:
     centroids = {p: parts[p].original.detach().clone() for p in paths}
     codes = {p: parts[p][0].codes.clone() for p in paths}
     distinct = {p: len(torch.unique(model.get_submodule(p).weight)) for p in paths}
-    run_schedule(
-        OneShot(), stage, model, data, TrainRecipe(epochs=1, lr=0.001),
-        RuntimeConfig(progress=False), seed=0,
+    OneShot().run(
+        stage, model,
+        ScheduleContext(data, TrainRecipe(epochs=1, lr=0.001), RuntimeConfig(progress=False), 0),
     )  # fmt: skip
     for p in paths:
         assert not torch.equal(parts[p].original.detach(), centroids[p]), p  # trained
@@ -425,10 +426,9 @@ def test_qat_trains_the_fake_quantized_model_and_converts(data: DataBundle) -> N
     for p, fake in fakes.items():
         assert not bool(torch.isfinite(fake.activation_post_process.min_val).any()), p
     trained = {p: prepared.get_submodule(p).weight.detach().clone() for p in SMALL_CNN_LAYERS}
-    run_schedule(
-        OneShot(), stage, model, data, TrainRecipe(epochs=1),
-        RuntimeConfig(progress=False), seed=0,
-    )  # fmt: skip
+    OneShot().run(
+        stage, model, ScheduleContext(data, TrainRecipe(epochs=1), RuntimeConfig(progress=False), 0)
+    )
     for p, weight in trained.items():
         assert not torch.equal(prepared.get_submodule(p).weight, weight), p
     for p, fake in fakes.items():  # every observer saw data
@@ -475,7 +475,7 @@ def test_bad_input_fails_before_training(
     def no_training(*args: Any, **kwargs: Any) -> None:
         raise AssertionError("the baseline was trained")
 
-    monkeypatch.setattr("compress.run.pipeline.load_or_train", no_training)
+    monkeypatch.setattr("compress.run.steps.load_or_train", no_training)
     cfg = compose_config(tmp_path, *QUICK, "dataset=fake", *overrides)
     with pytest.raises(ConfigError) as error:
         run(cfg)

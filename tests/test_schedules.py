@@ -17,7 +17,9 @@ from compress.methods import MethodContext, apply_method, parse_method
 from compress.methods.masks import prunable_weights
 from compress.models import build_model
 from compress.run.pipeline import run
-from compress.schedules.base import GradualPruning, LotteryTicket, parse_schedule, run_schedule
+from compress.schedules import ScheduleContext, parse_schedule
+from compress.schedules.agp import GradualPruning
+from compress.schedules.lottery import LotteryTicket
 from compress.train.loop import fit
 from compress.train.recipe import RuntimeConfig, TrainRecipe
 from tests.support import QUICK, compose_config
@@ -188,10 +190,11 @@ def test_lottery_rewinds_the_survivors_to_the_saved_weights() -> None:
     trained = {k: v.clone() for k, v in model.state_dict().items()}
     config = parse_method({"name": "prune", "amount": 0.5})
     stage = apply_method(model, config, MethodContext(data.input_shape))
-    run_schedule(
-        LotteryTicket(rounds=1), stage, model, data, TrainRecipe(epochs=0),
-        RuntimeConfig(progress=False), seed=0, rewind=lambda: saved,
+    context = ScheduleContext(
+        data, TrainRecipe(epochs=0), RuntimeConfig(progress=False), seed=0, initial_state=saved,
+        new_model=lambda: build_model({"name": "mlp"}, data.input_shape, data.num_classes),
     )  # fmt: skip
+    LotteryTicket(rounds=1).run(stage, model, context)
     weights = prunable_weights(model)
     for name, value in model.state_dict().items():
         path = name.removesuffix(".weight")

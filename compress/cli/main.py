@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import sys
-
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
@@ -15,15 +13,12 @@ def main(cfg: DictConfig) -> float:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
-    from compress.tracking.run import warm_up
-
-    plain = OmegaConf.to_container(cfg, resolve=True)
-    warm_up(plain.get("tracking"))  # MLflow loads in its own process while torch loads here
-
+    from compress.cli.exits import fail
+    from compress.cli.summary import print_summary
     from compress.errors import AlreadyFinished, CompressError
-    from compress.reporting.console import print_summary
     from compress.run.pipeline import record_failure, run
 
+    plain = OmegaConf.to_container(cfg, resolve=True)
     hydra_cfg = HydraConfig.get()
     tags = {k: str(v) for k, v in hydra_cfg.runtime.choices.items() if "/" not in k}
     tags["overrides"] = " ".join(hydra_cfg.overrides.task)[:5000]
@@ -33,10 +28,10 @@ def main(cfg: DictConfig) -> float:
         print(f"compress: skipped: {done}")
         return done.metrics.get("acc", float("nan"))
     except CompressError as error:
-        print(f"compress: error: {error}", file=sys.stderr)
         if hydra_cfg.mode != RunMode.MULTIRUN:
-            sys.exit(1)
+            fail("compress", error)
         # One job of a sweep: it fails alone (FAILED in tracking), the others go on.
+        print(f"compress: error: {error}")
         record_failure(plain, error, {**tags, "sweep.job": str(hydra_cfg.job.num)})
         return float("nan")
     print_summary(result)

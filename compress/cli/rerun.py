@@ -54,6 +54,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     cfg = fetch_config(args.run_id, args.tracking_uri)
 
+    from compress.cli.exits import fail
     from compress.errors import CompressError
     from compress.run.pipeline import run
 
@@ -63,7 +64,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         result = run(cfg, tags={"rerun_of": args.run_id})
     except CompressError as error:
-        sys.exit(f"compress-rerun: error: {error}")
+        fail("compress-rerun", error)
     from mlflow import MlflowClient
 
     before = MlflowClient(tracking_uri=args.tracking_uri).get_run(args.run_id).data.metrics

@@ -5,7 +5,7 @@ from __future__ import annotations
 from rich.console import Console
 from rich.table import Table
 
-from compress.run.pipeline import Result
+from compress.run.plan import Result
 
 
 def _count(n: float) -> str:

@@ -1,0 +1,29 @@
+"""One exit-code policy for every command: how an error reaches the shell.
+
+- 0: the job (or report, search, rerun) did what was asked;
+- 1: a job ran and failed (its loss diverged), or a rerun's figures differ;
+- 2: bad input: a config value, an argument, a missing file or run; nothing was run.
+
+Errors reach the user as one line, `<command>: error: <message>`, without a traceback.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import NoReturn
+
+from compress.errors import CompressError, JobFailedError
+
+OK = 0
+FAILED = 1
+USAGE = 2
+
+
+def exit_code(error: CompressError) -> int:
+    return FAILED if isinstance(error, JobFailedError) else USAGE
+
+
+def fail(command: str, error: CompressError) -> NoReturn:
+    """Print `error` as one line and exit with its code."""
+    print(f"{command}: error: {error}", file=sys.stderr)
+    sys.exit(exit_code(error))
