@@ -16,7 +16,6 @@ The layer producing the class logits is never pruned: it has num_classes outputs
 
 from __future__ import annotations
 
-import csv
 import fnmatch
 import logging
 from dataclasses import dataclass, field
@@ -31,6 +30,7 @@ from torch.nn import functional as F
 from compress.config import require
 from compress.errors import ConfigError
 from compress.methods.base import MethodConfig, MethodContext, Stage, StageBase
+from compress.methods.channel_layers import classifier, out_channels, write_table
 from compress.methods.masks import PRUNABLE_TYPES, matching
 from compress.models.eval_mode import eval_mode
 
@@ -122,29 +122,6 @@ class _Ramp:
         return max(self.target * self.stage.progress - _NUDGE, 0.0)
 
 
-def _out_channels(module: nn.Module) -> int:
-    return module.out_features if isinstance(module, nn.Linear) else module.out_channels
-
-
-def _classifier(model: nn.Module, example: torch.Tensor) -> nn.Module:
-    """The conv/linear layer that runs last in a forward pass: it produces the logits."""
-    calls: list[nn.Module] = []
-    hooks = [
-        m.register_forward_hook(lambda module, *_: calls.append(module))
-        for m in model.modules()
-        if isinstance(m, PRUNABLE_TYPES)
-    ]
-    try:
-        with eval_mode(model), torch.no_grad():
-            model(example)
-    finally:
-        for hook in hooks:
-            hook.remove()
-    if not calls:
-        raise ConfigError("method 'prune_channels': the model has no conv or linear layer")
-    return calls[-1]
-
-
 class ChannelStage(StageBase):
     """Removes channels at each `update`; the model's parameters are replaced each time."""
 
@@ -169,9 +146,9 @@ class ChannelStage(StageBase):
         example = torch.zeros((2, *context.input_shape), device=device)
         #: Every conv/linear layer by path, and its output channels before any pruning.
         self.layers = {p: m for p, m in model.named_modules() if isinstance(m, PRUNABLE_TYPES)}
-        self.classifier = _classifier(model, example)
+        self.classifier = classifier(model, example)
         self.classifier_path = next(p for p, m in self.layers.items() if m is self.classifier)
-        self.original = {p: _out_channels(m) for p, m in self.layers.items()}
+        self.original = {p: out_channels(m) for p, m in self.layers.items()}
         #: Layers that may lose channels, in model order (narrowed once the graph is known).
         self.prunable = [p for p, m in self.layers.items() if m is not self.classifier]
         ignored = self._ignored()
@@ -288,7 +265,7 @@ class ChannelStage(StageBase):
 
     def kept(self) -> dict[str, int]:
         """Output channels each conv/linear layer has now."""
-        return {p: _out_channels(m) for p, m in self.layers.items()}
+        return {p: out_channels(m) for p, m in self.layers.items()}
 
     def channels_removed(self) -> float:
         """Share of the prunable layers' original output channels that are gone."""
@@ -306,16 +283,6 @@ class ChannelStage(StageBase):
 
     def artifacts(self, folder: Path) -> list[Path]:
         return [write_table(folder / "layer_channels.csv", self.original, self.kept())]
-
-
-def write_table(path: Path, original: dict[str, int], kept: dict[str, int]) -> Path:
-    """Per-layer CSV: layer, original output channels/features, kept, share removed."""
-    with path.open("w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["layer", "original", "kept", "removed"])
-        for layer, count in original.items():
-            writer.writerow([layer, count, kept[layer], f"{1 - kept[layer] / count:.6f}"])
-    return path
 
 
 def prune_channels(

@@ -1,4 +1,5 @@
-"""Weight-only quantization: `quantize_weights` (N-bit grids) and `weight_sharing` (k-means).
+"""Weight-only quantization: `quantize_weights` (N-bit grids); `weight_sharing` (k-means) is
+in `compress.methods.weight_sharing` and shares the per-layer bit settings below.
 
 Both store fewer bits per weight in the artifact — 4-bit weights take 4 bits, a
 32-entry codebook 5 bits a code — and both compute in float32 at run time: on a CPU the
@@ -21,7 +22,6 @@ Weights that are zero (pruned before, in a stack) stay zero and are stored spars
 from __future__ import annotations
 
 import csv
-import functools
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,33 +30,32 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-from compress.artifact.encodings import Entry, codebook_entry, packed_entry
+from compress.artifact.encodings import Entry, packed_entry
 from compress.config import require
 from compress.errors import ConfigError
 from compress.methods.base import MethodConfig, MethodContext, Stage, StageBase
 from compress.methods.masks import matching, prunable_weights
 from compress.quant.grid import MAX_BITS, MIN_BITS, Grid, fake_quantize, grid_weights, quantize
-from compress.quant.kmeans import INITS, cluster, shared_weights
 
 GRANULARITIES = ("channel", "group")
 
 
-def _check_bits(bits: int, option: str, low: int = MIN_BITS, high: int = MAX_BITS) -> None:
+def check_bits(bits: int, option: str, low: int = MIN_BITS, high: int = MAX_BITS) -> None:
     require(
         isinstance(bits, int) and low <= bits <= high,
         f"{option} must be an integer in {low}..{high}, got {bits}",
     )
 
 
-def _check_layer_bits(config: Any, low: int = MIN_BITS) -> None:
+def check_layer_bits(config: Any, low: int = MIN_BITS) -> None:
     """Normalise `config.layers` (keys as strings) and check each layer's bits."""
     layers = {str(k): v for k, v in (config.layers or {}).items()}
     object.__setattr__(config, "layers", layers)
     for pattern, bits in layers.items():
-        _check_bits(bits, f"method.layers['{pattern}']", low)
+        check_bits(bits, f"method.layers['{pattern}']", low)
 
 
-def _layer_bits(
+def layer_bits(
     model: nn.Module, bits: int, overrides: dict[str, int], exclude: tuple[str, ...], method: str
 ) -> dict[str, int]:
     """Bits for each conv/linear layer not excluded; the last matching override wins."""
@@ -90,14 +89,14 @@ class WeightQuantization(MethodConfig):
     exclude: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
-        _check_bits(self.bits, "method.bits")
+        check_bits(self.bits, "method.bits")
         require(
             self.granularity in GRANULARITIES,
             f"method.granularity '{self.granularity}' unknown; choose one of: "
             f"{', '.join(GRANULARITIES)}",
         )
         require(self.group_size >= 1, f"method.group_size must be >= 1, got {self.group_size}")
-        _check_layer_bits(self)
+        check_layer_bits(self)
 
     @property
     def finetunes(self) -> bool:  # type: ignore[override]
@@ -129,7 +128,7 @@ class _FakeQuantized(nn.Module):
         )
 
 
-class _BitsStage(StageBase):
+class BitsStage(StageBase):
     """Per-layer bits: their weighted mean as `quant/bits` and a per-layer table."""
 
     bits: dict[str, int]
@@ -144,11 +143,11 @@ class _BitsStage(StageBase):
         return [_bits_table(folder / "layer_bits.csv", self.bits, self.modules)]
 
 
-class WeightGridStage(_BitsStage):
+class WeightGridStage(BitsStage):
     def __init__(self, model: nn.Module, config: WeightQuantization) -> None:
         self.config = config
         self.modules = dict(model.named_modules())
-        self.bits = _layer_bits(
+        self.bits = layer_bits(
             model, config.bits, config.layers or {}, tuple(config.exclude), config.name
         )
         self.grids: dict[str, Grid] = {}
@@ -201,97 +200,6 @@ class WeightGridStage(_BitsStage):
         return {f"{path}.weight": packed_entry(grid) for path, grid in self.grids.items()}
 
 
-@dataclass(frozen=True)
-class WeightSharing(MethodConfig):
-    name = "weight_sharing"
-    gradual = False
-    bits: int = 5
-    init: str = "linear"
-    iterations: int = 30
-    layers: dict[str | int, int] | None = None
-    exclude: tuple[str, ...] = ()
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        _check_bits(self.bits, "method.bits", 1, MAX_BITS)
-        require(
-            self.init in INITS,
-            f"method.init '{self.init}' unknown; choose one of: {', '.join(INITS)}",
-        )
-        require(self.iterations >= 0, f"method.iterations must be >= 0, got {self.iterations}")
-        _check_layer_bits(self, 1)
-
-    def apply(self, model: nn.Module, context: MethodContext) -> Stage:
-        return share_weights(model, self, context)
-
-
-class _Shared(nn.Module):
-    """Parametrization: the weight is `centroids[codes]` on the mask; the trained
-    parameter is the centroid table (right_inverse hands it over at registration)."""
-
-    def __init__(self, centroids: torch.Tensor, codes: torch.Tensor, mask: torch.Tensor):
-        super().__init__()
-        self.initial = centroids
-        self.register_buffer("codes", codes)
-        self.register_buffer("mask", mask)
-
-    def forward(self, centroids: torch.Tensor) -> torch.Tensor:
-        return shared_weights(centroids, self.codes, self.mask)
-
-    def right_inverse(self, weight: torch.Tensor) -> torch.Tensor:
-        return self.initial.to(weight.device, weight.dtype)
-
-
-class SharingStage(_BitsStage):
-    def __init__(self, model: nn.Module, config: WeightSharing) -> None:
-        self.config = config
-        self.modules = dict(model.named_modules())
-        self.bits = _layer_bits(
-            model, config.bits, config.layers or {}, tuple(config.exclude), config.name
-        )
-        self.books: dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
-        self.applied = False
-
-    def update(self, progress: float) -> bool:
-        if progress < 1 or self.applied:
-            return False
-        self.applied = True
-        for path, bits in self.bits.items():
-            module = self.modules[path]
-            weight = module.weight.detach()
-            mask = weight != 0
-            centroids, codes = cluster(
-                weight[mask],
-                2**bits,
-                init=self.config.init,
-                iterations=self.config.iterations,
-                seed=self.config.seed,
-            )
-            parametrize.register_parametrization(
-                module, "weight", _Shared(centroids, codes, mask), unsafe=True
-            )
-            sizes = torch.bincount(codes, minlength=centroids.numel()).clamp(min=1)
-            original = module.parametrizations.weight.original
-            original.register_hook(functools.partial(torch.div, other=sizes.to(original)))
-        return True
-
-    def finalize(self, model: nn.Module) -> nn.Module:
-        if not self.applied:
-            self.update(1.0)
-        for path in self.bits:
-            module = self.modules[path]
-            shared = module.parametrizations.weight[0]
-            centroids = module.parametrizations.weight.original.detach().clone()
-            self.books[path] = (centroids.cpu(), shared.codes.cpu(), shared.mask.cpu())
-            parametrize.remove_parametrizations(module, "weight", leave_parametrized=True)
-            with torch.no_grad():  # exactly what the artifact decodes to
-                module.weight.copy_(shared_weights(centroids, shared.codes, shared.mask))
-        return model
-
-    def encodings(self) -> dict[str, Entry]:
-        return {f"{p}.weight": codebook_entry(*book) for p, book in self.books.items()}
-
-
 def _bits_table(path: Path, bits: dict[str, int], modules: dict[str, Any]) -> Path:
     """Per-layer CSV: layer, weights, bits (layers left in float are not listed)."""
     with path.open("w", newline="") as f:
@@ -306,7 +214,3 @@ def quantize_weights(
     model: nn.Module, config: WeightQuantization, context: MethodContext
 ) -> WeightGridStage:
     return WeightGridStage(model, config)
-
-
-def share_weights(model: nn.Module, config: WeightSharing, context: MethodContext) -> SharingStage:
-    return SharingStage(model, config)
