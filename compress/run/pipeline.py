@@ -9,6 +9,7 @@ input costs one line and leaves no run behind.
 from __future__ import annotations
 
 import copy
+import dataclasses
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -119,8 +120,8 @@ def run(cfg: Mapping[str, Any], *, tags: Mapping[str, str] | None = None) -> Res
             ],
             {
                 "metrics": metrics,
-                "baseline": base,
-                "compressed": ours,
+                "baseline": dataclasses.asdict(base),
+                "compressed": dataclasses.asdict(ours),
                 "tags": run_tags,
                 "baseline_cached": baseline.cache.cached,
                 "baseline_artifact": str(baseline.artifact),

@@ -9,7 +9,6 @@ a job refused before its run opened still leaves a FAILED run in a sweep.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 from collections.abc import Mapping
@@ -23,7 +22,6 @@ import yaml
 from compress.analysis import AnalysisResult
 from compress.config import from_mapping
 from compress.errors import AlreadyFinished, CompressError
-from compress.measure.footprint import Measurement
 from compress.run.baseline import Baseline
 from compress.run.plan import Plan
 from compress.tracking.config import TrackingConfig
@@ -103,7 +101,7 @@ class Tracker:
         self._run.log_histories({"finetune/sparsity": sparsity})
         self._run.log_metrics(metrics)
         path = self.plan.run_dir / "summary.json"
-        path.write_text(json.dumps(summary, indent=2, default=_plain))
+        path.write_text(json.dumps(summary, indent=2, default=str))
         for file, folder in [*files, (path, None)]:
             self._run.log_artifact(file, folder)
 
@@ -122,12 +120,6 @@ class Tracker:
 
     def fit_done(self) -> None:
         pass
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, Measurement):
-        return dataclasses.asdict(value)
-    return str(value)
 
 
 def skip_if_finished(tracking: TrackingConfig, digest: str) -> None:
