@@ -52,7 +52,7 @@ def test_a_filesystem_without_locks_warns_and_goes_on(
     import errno
     import fcntl
 
-    from compress import baseline
+    from compress.run import baseline
 
     def no_locks(*args: object) -> None:
         raise OSError(errno.ENOSYS, "Function not implemented")
