@@ -41,9 +41,15 @@ from compress.distill.objective import DistillObjective
 from compress.distill.setup import check_distill, teacher_from_artifact
 from compress.distill.teacher import Teacher
 from compress.errors import AlreadyFinished, CompressError
+from compress.measure import (
+    Measurement,
+    ProbeContext,
+    compare,
+    count_params,
+    measure_models,
+    run_probes,
+)
 from compress.measure.config import MeasureConfig
-from compress.measure.footprint import Measurement, compare, count_params, measure_models
-from compress.measure.probes import compiled_baseline_metrics, onnx_metrics
 from compress.methods import MethodConfig, MethodContext, Stage, apply_method, parse_method
 from compress.methods.prune import UnstructuredPruning
 from compress.methods.stack import Stack, StackStage, Step
@@ -203,21 +209,14 @@ def run(cfg: Mapping[str, Any], *, tags: Mapping[str, str] | None = None) -> Res
         )
         metrics = {**compare(base, ours), **stage.summary(), **teacher_metrics}
         converted = stage.conversion() is not None
-        if plan.measure.compiled_baseline is True or (
-            plan.measure.compiled_baseline == "auto" and converted
-        ):
-            metrics |= compiled_baseline_metrics(
-                model.to(on), returned, data.input_shape, plan.measure, on
-            )
-            model.to(device)
-        if plan.measure.onnx:
-            onnx, onnx_tags, onnx_file = onnx_metrics(
-                model, returned, data, plan.measure, plan.run_dir
-            )
-            metrics |= onnx
-            run.set_tags(onnx_tags)
-            if onnx_file is not None:
-                run.log_artifact(onnx_file, "model")
+        probed = run_probes(
+            plan.measure.probes,
+            ProbeContext(model, returned, data, plan.measure, on, converted, plan.run_dir),
+        )
+        metrics |= probed.metrics
+        run.set_tags(probed.tags)
+        for file, folder in probed.files:
+            run.log_artifact(file, folder)
 
         run.log_histories(
             _histories(baseline.history, "baseline")
