@@ -61,7 +61,7 @@ COMMON = [
     "runtime.device=cpu",
     "runtime.progress=false",
     "tracking=none",
-    "measure.onnx=false",  # sizes and accuracy are the point here, not runtimes
+    "measure.probes=[compiled]",  # sizes and accuracy are the point here, not runtimes
     "measure.max_seconds=0.5",
 ]
 #: Hinton's teacher: the baseline of every run, trained once per seed and cached.

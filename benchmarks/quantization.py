@@ -52,17 +52,19 @@ LENET5 = [
     "schedule.train.lr=0.01",  # Caffe's LeNet-5 (no ReLU after the convs) diverges at 0.05
 ]
 LENET300 = ["model=lenet300", "schedule.train.epochs=20"]
+#: fp32 under torch.compile timed beside int8 models too, and the ONNX view.
+COMPILED_TOO = "measure.probes=[{name:compiled,when:always},onnx]"
 
 STUDIES: dict[str, list[str]] = {
-    "static_lenet5": [*LENET5, "method=quantize_static", "measure.compiled_baseline=true"],
+    "static_lenet5": [*LENET5, "method=quantize_static", COMPILED_TOO],
     "qat_lenet5": [
         *LENET5,
         "method=qat",
         "schedule.finetune.epochs=3",
         "schedule.finetune.lr=0.001",
-        "measure.compiled_baseline=true",
+        COMPILED_TOO,
     ],
-    "dynamic_lenet300": [*LENET300, "method=quantize_dynamic", "measure.compiled_baseline=true"],
+    "dynamic_lenet300": [*LENET300, "method=quantize_dynamic", COMPILED_TOO],
     "ptq_4bit": [*LENET5, "method=quantize_weights", "method.bits=4"],
     "qat_4bit": [
         *LENET5,
@@ -81,7 +83,7 @@ STUDIES: dict[str, list[str]] = {
         "schedule.finetune.epochs=3",
         "schedule.finetune.lr=0.001",
     ],
-    "bit_sweep": [*LENET5, "method=none", "analysis=bits", "measure.onnx=false"],
+    "bit_sweep": [*LENET5, "method=none", "analysis=bits", "measure.probes=[compiled]"],
     "deep_compression": [
         *LENET300,
         "method=deep_compression",

@@ -52,7 +52,7 @@ PARALLEL = [
     "schedule.train.epochs=2",
     "schedule.finetune.epochs=1",
     "runtime.progress=false",
-    "measure.onnx=false",
+    "measure.probes=[compiled]",
 ]
 
 
@@ -127,7 +127,8 @@ def one_by_one(outputs: Path, common: list[str], amounts: list[str]) -> list[tup
 
 
 def cost(args: argparse.Namespace, work: Path, data: list[str]) -> list[tuple[str, str, str]]:
-    common = [*COST, *data, f"measure.onnx={str(args.onnx).lower()}"]
+    probes = "[compiled,onnx]" if args.onnx else "[compiled]"
+    common = [*COST, *data, f"measure.probes={probes}"]
     n = len(args.amounts)
     wall: dict[str, list[float]] = {k: [] for k in ("sweep", "alone", "cold", "cached", "no_cache")}
     cpu: dict[str, list[float]] = {"sweep": [], "alone": []}

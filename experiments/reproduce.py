@@ -51,8 +51,7 @@ SMOKE = [
     "measure.repeats=3",
     "measure.warmup=1",
     "measure.max_seconds=0.2",
-    "measure.onnx=false",
-    "measure.compiled_baseline=false",
+    "measure.probes=[]",
     "runtime.threads=1",  # tiny models on a shared machine: one thread is fastest
 ]
 

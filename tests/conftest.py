@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import pytest
 
 from compress.data import DataBundle, load_dataset
-from compress.measure.footprint import torch_threads
+from compress.measure import torch_threads
 
 
 @pytest.fixture(scope="module")

@@ -25,8 +25,7 @@ QUICK = [
     "measure.repeats=3",
     "measure.warmup=1",
     "measure.max_seconds=0.2",
-    "measure.onnx=false",
-    "measure.compiled_baseline=false",
+    "measure.probes=[]",
     "runtime.progress=false",
 ]
 

@@ -14,7 +14,7 @@ from torch import nn
 from compress.artifact.store import FORMAT, RESHAPED_FORMAT, load_artifact, save_artifact
 from compress.data import load_dataset
 from compress.errors import ConfigError
-from compress.measure.footprint import count_macs, count_params, torch_threads
+from compress.measure import count_macs, count_params, torch_threads
 from compress.methods import MethodContext, apply_method, parse_method
 from compress.methods.channels import ChannelPruning, ChannelStage
 from compress.models import build_model

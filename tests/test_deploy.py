@@ -9,6 +9,8 @@ import pytest
 import torch
 from torch import nn
 
+from compress.data import load_dataset
+from compress.measure import MeasureConfig, ProbeContext, run_probes
 from compress.measure.onnx_runtime import (
     ExportUnsupported,
     export_onnx,
@@ -173,3 +175,50 @@ def test_unexportable_model_raises_one_line_and_writes_nothing(
     for word in words:
         assert word in message
     assert list(tmp_path.iterdir()) == []
+
+
+# --- the onnx probe --------------------------------------------------------------------------
+
+
+def _probe_context(tmp_path: Path, baseline: nn.Module, compressed: nn.Module) -> ProbeContext:
+    data = load_dataset({"name": "fake", "num_train": 16, "num_test": 20, "shape": [1, 2, 2]})
+    settings = MeasureConfig(batch_sizes=(1, 3), warmup=0, repeats=3, probes=["onnx"])
+    cpu = torch.device("cpu")
+    return ProbeContext(baseline, compressed, data, settings, cpu, False, tmp_path)
+
+
+def test_onnx_probe_times_both_keeps_the_compressed_file(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    baseline = nn.Sequential(nn.Flatten(), nn.Linear(4, 10))
+    compressed = _pruned(copy.deepcopy(baseline), 0.5)
+    context = _probe_context(tmp_path, baseline, compressed)
+
+    result = run_probes(context.settings.probes, context)
+
+    assert result.files == [(tmp_path / "model.onnx", "model")]
+    assert [p.name for p in tmp_path.iterdir()] == ["model.onnx"]  # the baseline's is gone
+    data = context.data
+    with torch.no_grad():
+        expected = compressed(data.test.x).argmax(1).eq(data.test.y).float().mean().item()
+    assert result.metrics["onnx/acc"] == pytest.approx(expected)
+    for batch in (1, 3):
+        ours, base = (
+            result.metrics[f"onnx/latency_ms/b{batch}"],
+            result.metrics[f"baseline/onnx/latency_ms/b{batch}"],
+        )
+        assert ours > 0 and base > 0
+        assert result.metrics[f"speedup/onnx/b{batch}"] == base / ours
+    assert result.tags == {}
+
+
+def test_onnx_probe_on_an_unexportable_model_tags_why_and_keeps_nothing(tmp_path: Path) -> None:
+    baseline = nn.Sequential(nn.Flatten(), nn.Linear(4, 3))
+    context = _probe_context(tmp_path, baseline, nn.Sequential(nn.Flatten(), Opaque()))
+
+    result = run_probes(context.settings.probes, context)
+
+    assert result.metrics == {} and result.files == []
+    assert list(result.tags) == ["onnx.error"]
+    assert result.tags["onnx.error"].startswith("compressed: ONNX export of Sequential failed")
+    assert "\n" not in result.tags["onnx.error"]
+    assert list(tmp_path.iterdir()) == []  # the baseline's export, written first, is removed

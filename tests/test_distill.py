@@ -34,7 +34,7 @@ from compress.distill.objective import DistillObjective
 from compress.distill.taps import recording
 from compress.distill.teacher import Teacher
 from compress.errors import ConfigError
-from compress.measure.footprint import count_params
+from compress.measure import count_params
 from compress.models import build_model
 from compress.run.pipeline import Result, run
 from compress.train.loop import accuracy, fit

@@ -1,15 +1,20 @@
-"""Measurements: parameter and MAC counts by hand, latency settings, thread count, ratios."""
+"""Measurements: parameter and MAC counts by hand, latency settings, thread count, ratios,
+and the probes of `measure.probes` (parsed from config, and on in one end-to-end run)."""
 
 from __future__ import annotations
+
+import math
+from pathlib import Path
 
 import pytest
 import torch
 from torch import nn
 
 from compress.data import load_dataset
-from compress.measure.config import MeasureConfig
-from compress.measure.footprint import (
+from compress.errors import ConfigError
+from compress.measure import (
     Measurement,
+    ProbeContext,
     compare,
     count_macs,
     count_nonzero,
@@ -17,10 +22,14 @@ from compress.measure.footprint import (
     latency_ms,
     measure_model,
     paired_latency_ms,
+    run_probes,
     torch_threads,
 )
+from compress.measure.config import MeasureConfig
 from compress.models import build_model
+from compress.run.pipeline import run
 from compress.train.loop import accuracy
+from tests.support import QUICK, compose_config, mlflow_runs
 
 
 @pytest.fixture(autouse=True)
@@ -334,3 +343,116 @@ def test_paired_latency_times_each_model_in_turn() -> None:
     fast_ms, slow_ms = paired_latency_ms([fast, slow], (256,), 64, settings)
     assert calls == {"fast": 7, "slow": 7}
     assert slow_ms > 3 * fast_ms
+
+
+# --- probes -------------------------------------------------------------------------------------
+
+
+def test_probes_default_to_compiled_for_int8_models_and_onnx() -> None:
+    probes = MeasureConfig().probes
+    assert [p.name for p in probes] == ["compiled", "onnx"]
+    assert probes[0].when == "converted"
+
+
+def test_probes_take_names_and_mappings_with_options() -> None:
+    probes = MeasureConfig(probes=[{"name": "compiled", "when": "always"}, "onnx"]).probes
+    assert [(p.name, getattr(p, "when", None)) for p in probes] == [
+        ("compiled", "always"),
+        ("onnx", None),
+    ]
+    assert MeasureConfig(probes=[]).probes == ()
+
+
+@pytest.mark.parametrize(
+    ("probes", "words"),
+    [
+        ("onnx", ["measure.probes must be a list", "compiled, onnx"]),
+        (["onnx", "nope"], ["measure.probes[1]", "unknown probe 'nope'", "compiled, onnx"]),
+        ([{"when": "always"}], ["measure.probes[0]", "unknown probe 'None'"]),
+        ([{"name": "compiled", "wen": "always"}], ["measure.probes[0]", "wen", "valid: when"]),
+        ([{"name": "compiled", "when": "never"}], ["when", "converted, always", "'never'"]),
+        ([3], ["measure.probes[0]", "probe name or a mapping"]),
+        (["onnx", "compiled", "onnx"], ["lists onnx more than once"]),
+    ],
+    ids=["not-a-list", "unknown", "no-name", "unknown-option", "bad-when", "number", "twice"],
+)
+def test_bad_probes_fail_in_one_line(probes, words: list[str]) -> None:
+    with pytest.raises(ConfigError) as caught:
+        MeasureConfig(probes=probes)
+    message = str(caught.value)
+    assert "\n" not in message
+    for word in words:
+        assert word in message
+
+
+def _context(data, converted: bool, folder: Path) -> ProbeContext:
+    model = nn.Sequential(nn.Flatten(), nn.Linear(64, 10))
+    return ProbeContext(model, model, data, SETTINGS, torch.device("cpu"), converted, folder)
+
+
+def test_compiled_probe_waits_for_an_int8_model_unless_always(fake_data, tmp_path: Path) -> None:
+    """`when: converted` skips float models (no compile is paid); the other probes still run."""
+    probes = MeasureConfig(probes=["compiled"]).probes
+    result = run_probes(probes, _context(fake_data, converted=False, folder=tmp_path))
+    assert (result.metrics, result.tags, result.files) == ({}, {}, [])
+    assert list(tmp_path.iterdir()) == []
+
+
+#: The compiled and ONNX figures of one run, each batch size and the headline ones.
+PROBED = [
+    "baseline/latency_ms_compiled/b1",
+    "baseline/latency_ms_compiled/b16",
+    "speedup/latency_vs_compiled/b1",
+    "speedup/latency_vs_compiled/b16",
+    "speedup/latency_vs_compiled",
+    "onnx/latency_ms/b1",
+    "onnx/latency_ms/b16",
+    "baseline/onnx/latency_ms/b1",
+    "baseline/onnx/latency_ms/b16",
+    "speedup/onnx/b1",
+    "speedup/onnx/b16",
+    "onnx/acc",
+]
+
+
+def test_pipeline_with_compiled_and_onnx_probes_logs_their_figures(tmp_path: Path) -> None:
+    """The default probes, compiled forced on, through `pipeline.run` on digits: every
+    figure logged and finite, the ONNX file kept, loadable, and as accurate as the artifact."""
+    import onnxruntime
+
+    outputs = tmp_path / "outputs"
+    cfg = compose_config(
+        outputs,
+        *QUICK,
+        "model=mlp",
+        "model.hidden=[16]",
+        "schedule.train.epochs=1",
+        "schedule.finetune.epochs=1",
+        "measure.batch_sizes=[1,16]",
+        "measure.probes=[{name:compiled,when:always},onnx]",
+    )
+    result = run(cfg)
+
+    for key in PROBED:
+        assert math.isfinite(result.metrics[key]) and result.metrics[key] > 0, key
+    assert (
+        result.metrics["speedup/latency_vs_compiled"]
+        == (result.metrics["speedup/latency_vs_compiled/b16"])
+    )
+    # Same weights, same data: the exported file classifies as the artifact does.
+    assert result.metrics["onnx/acc"] == pytest.approx(result.metrics["acc"], abs=0.01)
+    onnx_file = result.run_dir / "model.onnx"
+    session = onnxruntime.InferenceSession(str(onnx_file), providers=["CPUExecutionProvider"])
+    (output,) = session.run(None, {session.get_inputs()[0].name: torch.zeros(2, 1, 8, 8).numpy()})
+    assert output.shape == (2, 10)
+    assert not (result.run_dir / "baseline.onnx").exists()
+
+    (mlrun,) = mlflow_runs(outputs)
+    for key in PROBED:
+        assert mlrun.data.metrics[key] == result.metrics[key], key
+    assert "onnx.error" not in mlrun.data.tags
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{outputs / 'mlflow.db'}")
+    logged = {f.path for f in client.list_artifacts(mlrun.info.run_id, "model")}
+    assert "model/model.onnx" in logged

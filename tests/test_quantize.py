@@ -25,7 +25,7 @@ from compress.artifact.encodings import decode, payload_bytes
 from compress.artifact.store import encodings, from_one_storage, load_artifact, save_artifact
 from compress.data import DataBundle
 from compress.errors import ConfigError
-from compress.measure.footprint import count_macs, count_params
+from compress.measure import count_macs, count_params
 from compress.methods import MethodContext, Stage, apply_method, parse_method
 from compress.methods.masks import prunable_weights
 from compress.models import build_model

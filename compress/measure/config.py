@@ -1,10 +1,13 @@
-"""How figures are measured: threads, batch sizes, repeats."""
+"""How figures are measured: threads, batch sizes, repeats, and which probes run."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from compress.config import require
+from compress.measure.probes.base import ProbeConfig, parse_probes
 
 
 @dataclass(frozen=True)
@@ -17,14 +20,13 @@ class MeasureConfig:
     repeats: int = 30
     max_seconds: float = 2.0
     eval_batch_size: int = 1024
-    #: Also time the fp32 baseline under torch.compile; auto: when the model is converted
-    #: to int8, so that a speedup from compilation is not credited to quantization.
-    compiled_baseline: bool | str = "auto"
-    #: Also export both models to ONNX and time them with ONNX Runtime.
-    onnx: bool = True
+    #: Extra views beside the eager figures (compress/measure/probes/), by name or as a
+    #: mapping with options; stored parsed, as a tuple of ProbeConfigs.
+    probes: Sequence[ProbeConfig | str | Mapping[str, Any]] = ("compiled", "onnx")
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "batch_sizes", tuple(int(b) for b in self.batch_sizes))
+        object.__setattr__(self, "probes", parse_probes(self.probes, "measure.probes"))
         require(self.threads >= 1, f"measure.threads must be >= 1, got {self.threads}")
         require(
             len(self.batch_sizes) > 0 and all(b >= 1 for b in self.batch_sizes),
@@ -36,8 +38,4 @@ class MeasureConfig:
         require(
             self.eval_batch_size >= 1,
             f"measure.eval_batch_size must be >= 1, got {self.eval_batch_size}",
-        )
-        require(
-            isinstance(self.compiled_baseline, bool) or self.compiled_baseline == "auto",
-            f"measure.compiled_baseline must be auto, true or false, got {self.compiled_baseline}",
         )

@@ -11,7 +11,6 @@ from __future__ import annotations
 import copy
 import dataclasses
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -20,8 +19,8 @@ from torch import nn
 from compress.analysis import AnalysisContext
 from compress.artifact.store import load_artifact
 from compress.data import DataBundle, load_dataset
-from compress.measure.footprint import compare, measure_models
-from compress.measure.probes import compiled_baseline_metrics, onnx_metrics
+from compress.measure import compare, measure_models
+from compress.measure.probes import ProbeContext, run_probes
 from compress.methods import MethodContext, Stage
 from compress.models import build_model
 from compress.run.plan import Plan, Result, config_hash
@@ -104,18 +103,21 @@ def run(cfg: Mapping[str, Any], *, tags: Mapping[str, str] | None = None) -> Res
             on,
         )
         metrics = {**compare(base, ours), **stage.summary(), **teacher_metrics}
-        probe_metrics, probe_tags, probe_files = _probes(plan, model, returned, stage, data, on)
-        metrics |= probe_metrics
-        model.to(device)
+        converted = stage.conversion() is not None
+        probed = run_probes(
+            plan.measure.probes,
+            ProbeContext(model, returned, data, plan.measure, on, converted, plan.run_dir),
+        )
+        metrics |= probed.metrics
 
         # 7. track
         tracker.finished(
             metrics,
             finetune.sparsity,
-            probe_tags,
+            probed.tags,
             [
                 *((p, None) for p in stage.artifacts(plan.run_dir)),
-                *probe_files,
+                *probed.files,
                 (artifact, "model"),
             ],
             {
@@ -148,30 +150,3 @@ def _scratch_size(model: nn.Module, stage: Stage, plan: Plan, data: DataBundle) 
         return save(model, scratch, plan, data, stage)
     finally:
         scratch.unlink(missing_ok=True)
-
-
-def _probes(
-    plan: Plan,
-    baseline: nn.Module,
-    returned: nn.Module,
-    stage: Stage,
-    data: DataBundle,
-    on: torch.device,
-) -> tuple[dict[str, float], dict[str, str], list[tuple[Path, str | None]]]:
-    """Latency beside eager PyTorch's: the fp32 baseline compiled, and ONNX Runtime."""
-    metrics: dict[str, float] = {}
-    tags: dict[str, str] = {}
-    files: list[tuple[Path, str | None]] = []
-    converted = stage.conversion() is not None
-    if plan.measure.compiled_baseline is True or (
-        plan.measure.compiled_baseline == "auto" and converted
-    ):
-        metrics |= compiled_baseline_metrics(
-            baseline.to(on), returned, data.input_shape, plan.measure, on
-        )
-    if plan.measure.onnx:
-        onnx, tags, onnx_file = onnx_metrics(baseline, returned, data, plan.measure, plan.run_dir)
-        metrics |= onnx
-        if onnx_file is not None:
-            files.append((onnx_file, "model"))
-    return metrics, tags, files

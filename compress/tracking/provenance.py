@@ -26,6 +26,10 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def _git(*args: str) -> str | None:
+    # Installed from a wheel, REPO is site-packages' parent: any git repository above it
+    # (a venv inside the user's project) is not this code's, so its commit is not asked.
+    if not (REPO / "pyproject.toml").is_file():
+        return None
     try:
         done = subprocess.run(
             ["git", *args], cwd=REPO, capture_output=True, text=True, timeout=10, check=True
