@@ -117,25 +117,29 @@ def labels(groups: list[list[Job]]) -> list[str]:
 
 
 def latest(jobs: Iterable[Job]) -> list[Job]:
-    """The FINISHED jobs, one per configuration and seed (the newest), newest first."""
-    finished = sorted(
-        (j for j in jobs if j.status == "FINISHED"), key=lambda j: j.start_time, reverse=True
-    )
-    by_run = group_by(finished, lambda j: (configuration_key(j), seeds_of(j)))
-    return [newest for newest, *_ in by_run.values()]
+    """The FINISHED jobs, one per configuration and seed (the newest), in the order given."""
+    finished = [j for j in jobs if j.status == "FINISHED"]
+    newest: dict[Hashable, Job] = {}
+    for job in finished:
+        key = (configuration_key(job), seeds_of(job))
+        if key not in newest or job.start_time > newest[key].start_time:
+            newest[key] = job
+    kept = {id(job) for job in newest.values()}
+    return [job for job in finished if id(job) in kept]
 
 
 def grouped(jobs: Iterable[Job], key: Callable[[Job], K]) -> dict[K, list[Job]]:
-    """The `latest` jobs grouped by `key`, groups in the order their newest job was seen."""
+    """The `latest` jobs grouped by `key`, groups and members in the order given."""
     return group_by(latest(jobs), key)
 
 
 def configurations(jobs: list[Job], axis: str) -> list[Configuration]:
     """FINISHED jobs grouped by configuration, with the Pareto front over their means.
 
-    n_seeds counts seeds. Sorted by the axis, unknown (NaN) last.
+    n_seeds counts seeds; run ids newest first. Sorted by the axis, unknown (NaN) last.
     """
-    groups = list(grouped(jobs, configuration_key).values())
+    newest_first = sorted(jobs, key=lambda j: j.start_time, reverse=True)
+    groups = list(grouped(newest_first, configuration_key).values())
     found = []
     for members, label in zip(groups, labels(groups), strict=True):
         acc = mean_std([m.metrics.get("acc", math.nan) for m in members])
