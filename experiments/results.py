@@ -209,7 +209,7 @@ def _job_number(job: Job) -> tuple[int, int]:
 
 
 def with_derived(metrics: Mapping[str, float]) -> dict[str, float]:
-    """The summary's metrics plus the per-job figures the templates use."""
+    """The run's metrics plus the per-job figures the templates use."""
     m = dict(metrics)
     if "acc" in m:
         m["error"] = 1 - m["acc"]
