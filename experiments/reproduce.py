@@ -7,9 +7,11 @@
     uv run python experiments/reproduce.py fitnets -- dataset.root=DIR runtime.threads=1
 
 Each study is one `compress -m +experiment=<study>` process (a sweep, or a sweep of one
-job), writing under `<outputs>/experiments/<study>/<timestamp>/`; its jobs' summary.json
-files are aggregated (mean ± std over seeds) and the study's row is rewritten with today's
-date; rows of studies not run are kept. `--smoke` runs each recipe on tiny data for 1-2
+job), writing under `<outputs>/experiments/<study>/<timestamp>/` and logging to MLflow
+(the store under `<outputs>`, or the `tracking.uri` given after `--`); its jobs are read
+back from the sweep's parent run (recorded in the folder's reproduce.json), aggregated
+(mean ± std over seeds, as `compress-report` does) and the study's row is rewritten with
+today's date; rows of studies not run are kept. `--smoke` runs each recipe on tiny data for 1-2
 epochs (the overrides below plus the study's own `smoke` list) and only prints its row.
 Jobs whose exact config already finished still run again (`tracking.resume=false`);
 trained baselines are reused from the cache under `<outputs>/cache` (they are
@@ -25,17 +27,21 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from results import (
     HERE,
     Study,
     StudyError,
     collect,
+    find_parent,
     make_row,
     study_names,
     table_order,
     update_table,
 )
+
+from compress.reporting.records import Job
 
 REPO = HERE.parent
 README = HERE / "README.md"
@@ -54,6 +60,13 @@ SMOKE = [
     "measure.probes=[]",
     "runtime.threads=1",  # tiny models on a shared machine: one thread is fastest
 ]
+
+
+def tracking_uri(outputs: Path, extra: list[str]) -> str:
+    """Where the jobs log: the last `tracking.uri=` given after `--`, else conf/tracking/
+    mlflow.yaml's store under `outputs`."""
+    given = [o.split("=", 1)[1] for o in extra if override_key(o) == "tracking.uri"]
+    return given[-1] if given else f"sqlite:///{outputs / 'mlflow.db'}"
 
 
 def override_key(override: str) -> str:
@@ -84,8 +97,11 @@ def command(
     return [COMPRESS, "-m", f"+experiment={study.name}", *overrides]
 
 
-def run_study(study: Study, outputs: Path, smoke: bool, extra: list[str]) -> Path:
-    """Run one study as a subprocess; return its sweep folder (raises StudyError on failure)."""
+def run_study(
+    study: Study, outputs: Path, smoke: bool, extra: list[str], uri: str
+) -> tuple[Path, list[Job]]:
+    """Run one study as a subprocess; its sweep folder and finished jobs (read back from
+    MLflow). Raises StudyError unless every job finished."""
     stamp = dt.datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
     sweep_dir = outputs / "experiments" / study.name / (f"smoke-{stamp}" if smoke else stamp)
     sweep_dir.mkdir(parents=True, exist_ok=True)
@@ -98,36 +114,53 @@ def run_study(study: Study, outputs: Path, smoke: bool, extra: list[str]) -> Pat
         log_file.flush()
         done = subprocess.run(cmd, cwd=REPO, stdout=log_file, stderr=subprocess.STDOUT)
     seconds = time.perf_counter() - start
-    (sweep_dir / "reproduce.json").write_text(
-        json.dumps({"command": cmd, "seconds": seconds, "returncode": done.returncode})
-    )
+    parent, finished, why = None, [], ""
+    try:
+        parent = find_parent(sweep_dir, uri)
+        finished = collect(uri, parent)
+    except StudyError as error:
+        why = f"; {error}"
+    record = {"command": cmd, "seconds": seconds, "returncode": done.returncode}
+    record |= {"tracking_uri": uri, "parent_run_id": parent}
+    (sweep_dir / "reproduce.json").write_text(json.dumps(record))
     jobs = [p for p in sweep_dir.iterdir() if (p / ".hydra").is_dir()]
-    finished = list(sweep_dir.glob("*/summary.json"))
     if done.returncode != 0 or not finished or len(finished) < len(jobs):
         tail = "\n".join(log_path.read_text().splitlines()[-15:])
         raise StudyError(
             f"{study.name}: exit code {done.returncode}, {len(finished)} of {len(jobs)} jobs "
-            f"finished (log: {log_path})\n{tail}"
+            f"finished (log: {log_path}){why}\n{tail}"
         )
     print(f"{study.name}: {len(finished)} jobs in {seconds / 60:.1f} min", flush=True)
-    return sweep_dir
+    return sweep_dir, finished
 
 
-def latest_run(study: Study, outputs: Path) -> Path:
-    """The newest full (not smoke) run folder of `study` that holds finished jobs."""
-    runs = [
+def _record(sweep_dir: Path) -> dict[str, Any]:
+    path = sweep_dir / "reproduce.json"
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def latest_run(study: Study, outputs: Path, uri: str) -> tuple[Path, list[Job]]:
+    """The newest full (not smoke) run folder of `study` whose sweep has finished jobs in
+    MLflow, and those jobs; a folder's own record names its parent run and store."""
+    folders = [
         p
         for p in (outputs / "experiments" / study.name).glob("*")
-        if p.is_dir() and not p.name.startswith("smoke-") and any(p.glob("*/summary.json"))
+        if p.is_dir() and not p.name.startswith("smoke-")
     ]
-    if not runs:
-        raise StudyError(f"{study.name}: no finished run under {outputs / 'experiments'}")
-    return max(runs, key=lambda p: p.name)
+    for sweep_dir in sorted(folders, key=lambda p: p.name, reverse=True):
+        record = _record(sweep_dir)
+        where = record.get("tracking_uri") or uri
+        try:
+            jobs = collect(where, record.get("parent_run_id") or find_parent(sweep_dir, where))
+        except StudyError:
+            continue
+        if jobs:
+            return sweep_dir, jobs
+    raise StudyError(f"{study.name}: no finished run under {outputs / 'experiments'} in {uri}")
 
 
 def wall_seconds(sweep_dir: Path) -> float | None:
-    record = sweep_dir / "reproduce.json"
-    return json.loads(record.read_text())["seconds"] if record.exists() else None
+    return _record(sweep_dir).get("seconds")
 
 
 def parse(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
@@ -147,6 +180,7 @@ def parse(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
 def main(argv: list[str] | None = None) -> int:
     args, extra = parse(sys.argv[1:] if argv is None else argv)
     outputs = args.outputs.resolve()
+    uri = tracking_uri(outputs, extra)
     try:
         studies = [Study.load(n) for n in args.studies or study_names()]
         order = table_order()  # once: recipes edited during a long run cannot break the writing
@@ -161,10 +195,10 @@ def main(argv: list[str] | None = None) -> int:
     for study in studies:
         try:
             if args.collect:
-                sweep_dir = latest_run(study, outputs)
+                sweep_dir, jobs = latest_run(study, outputs, uri)
             else:
-                sweep_dir = run_study(study, outputs, args.smoke, extra)
-            row = make_row(study, collect(sweep_dir), today, wall_seconds(sweep_dir))
+                sweep_dir, jobs = run_study(study, outputs, args.smoke, extra, uri)
+            row = make_row(study, jobs, today, wall_seconds(sweep_dir))
             if not args.smoke:  # row by row: a long regeneration keeps what it has measured
                 readme = args.readme.resolve()
                 written = update_table(readme.read_text(), {**rows, study.name: row}, order)

@@ -6,25 +6,32 @@ differs, a `report` template, `targets`, and optionally `arms` and `points`, swe
 that split the jobs into compared arms (one-shot vs AGP) and settings (sparsities). Jobs
 of one (point, arm) are averaged: mean ± std over whatever else varies (the seeds).
 
-A template names metrics in braces with a format spec, `{ratio/params:.2f}`; with arms,
-`{agp.acc:.2%}`. Per job, `delta_pt` (accuracy change in points), `error`, `baseline/error`
-and `kept` (nonzero share of the parameters) are derived from the summary's metrics.
+A study's jobs are read back from MLflow (the sweep's parent run, found by its folder's
+`sweep.dir` tag) through `compress.reporting`, and grouped with its groupby: the same
+records and the same statistics as `compress-report`. A template names metrics in braces
+with a format spec, `{ratio/params:.2f}`; with arms, `{agp.acc:.2%}`. Per job, `delta_pt`
+(accuracy change in points), `error`, `baseline/error` and `kept` (nonzero share of the
+parameters) are derived from the run's metrics.
 """
 
 from __future__ import annotations
 
-import json
+import dataclasses
 import logging
 import math
 import operator
 import re
-import statistics
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+from compress.reporting.aggregate import grouped, override_key, split_overrides
+from compress.reporting.pareto import mean_std
+from compress.reporting.records import Job
+from compress.reporting.report import ReportError, find_sweep, read_sweep
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +67,7 @@ PLACEHOLDER = re.compile(r"\{([^{}:]+)(?::([^{}]*))?\}")
 
 
 class StudyError(ValueError):
-    """A study block or a run folder that cannot be tabulated; the message says which."""
+    """A study block or a sweep that cannot be tabulated; the message says which."""
 
 
 @dataclass(frozen=True)
@@ -79,11 +86,11 @@ class Split:
         labels = {str(k): str(v) for k, v in (section.get("labels") or {}).items()}
         return cls(keys, labels)
 
-    def label(self, overrides: Mapping[str, str]) -> str:
-        missing = [k for k in self.keys if k not in overrides]
+    def label(self, settings: Mapping[str, str]) -> str:
+        missing = [k for k in self.keys if k not in settings]
         if missing:
-            raise StudyError(f"job has no override for {', '.join(missing)}")
-        value = " ".join(overrides[k] for k in self.keys)
+            raise StudyError(f"job has no override or param for {', '.join(missing)}")
+        value = " ".join(settings[k] for k in self.keys)
         # Hydra writes swept booleans as False / True: labels match regardless of case.
         return self.labels.get(value, self.labels.get(value.lower(), value))
 
@@ -162,45 +169,47 @@ def table_order(folder: Path = HERE) -> list[str]:
     return [s.name for s in sorted(studies, key=lambda s: (s.year, s.name))]
 
 
-@dataclass(frozen=True)
-class Job:
-    """One finished job of a sweep: its overrides, metrics and resolved config."""
-
-    folder: Path
-    overrides: dict[str, str]
-    metrics: dict[str, float]
-    config: dict[str, Any]
-
-
-def _override_pairs(lines: Iterable[str]) -> dict[str, str]:
+def settings(job: Job) -> dict[str, str]:
+    """What a job was set to: its params (the resolved config, flat) and, over them, the
+    overrides it was launched with, as Hydra wrote them (`False` for a swept boolean)."""
     pairs = {}
-    for line in lines:
-        key, sep, value = str(line).partition("=")
+    for token in split_overrides(job.tags.get("overrides", "")):
+        key, sep, value = token.partition("=")
         if sep:
-            pairs[key.lstrip("+~")] = value
-    return pairs
+            pairs[override_key(key)] = value
+    return {**job.params, **pairs}
 
 
-def collect(sweep_dir: Path) -> list[Job]:
-    """Every job under `sweep_dir` that wrote a summary.json, in job order."""
-    jobs = []
-    for summary in sorted(sweep_dir.glob("*/summary.json"), key=lambda p: _job_number(p.parent)):
-        folder = summary.parent
-        overrides_file = folder / ".hydra" / "overrides.yaml"
-        overrides = yaml.safe_load(overrides_file.read_text()) if overrides_file.exists() else []
-        config_file = folder / "config.yaml"
-        config = yaml.safe_load(config_file.read_text()) if config_file.exists() else {}
-        metrics = json.loads(summary.read_text())["metrics"]
-        jobs.append(Job(folder, _override_pairs(overrides or []), with_derived(metrics), config))
-    return jobs
+def find_parent(sweep_dir: Path, uri: str) -> str:
+    """The parent run of the sweep that wrote into `sweep_dir`."""
+    try:
+        found = find_sweep(uri, sweep_dir)
+    except ReportError as error:
+        raise StudyError(f"{sweep_dir}: {error}") from None
+    if found is None:
+        raise StudyError(f"{sweep_dir}: no sweep run in {uri} (was tracking off?)")
+    return found
 
 
-def _job_number(folder: Path) -> tuple[int, str]:
-    return (int(folder.name), "") if folder.name.isdigit() else (1 << 30, folder.name)
+def collect(uri: str, parent_run_id: str) -> list[Job]:
+    """The sweep's FINISHED jobs, with the derived figures, in job order."""
+    try:
+        jobs = read_sweep(uri, parent_run_id).jobs
+    except ReportError as error:
+        raise StudyError(str(error)) from None
+    finished = [j for j in jobs if j.status == "FINISHED"]
+    derived = [dataclasses.replace(j, metrics=with_derived(j.metrics)) for j in finished]
+    return sorted(derived, key=_job_number)
+
+
+def _job_number(job: Job) -> tuple[int, int]:
+    """A sweep's job number is its folder's name (`hydra.sweep.subdir`); else start time."""
+    name = Path(job.params.get("paths.run_dir", "")).name
+    return (int(name), job.start_time) if name.isdigit() else (1 << 30, job.start_time)
 
 
 def with_derived(metrics: Mapping[str, float]) -> dict[str, float]:
-    """The summary's metrics plus the per-job figures the templates use."""
+    """The run's metrics plus the per-job figures the templates use."""
     m = dict(metrics)
     if "acc" in m:
         m["error"] = 1 - m["acc"]
@@ -229,9 +238,7 @@ class Stat:
 
 
 def _stat(values: list[float]) -> Stat:
-    if len(values) < 2:
-        return Stat(values[0])
-    return Stat(statistics.fmean(values), statistics.stdev(values))
+    return Stat(*mean_std(values))
 
 
 @dataclass(frozen=True)
@@ -247,27 +254,27 @@ def aggregate(study: Study, jobs: list[Job]) -> list[Point]:
     """Group jobs by point and arm, average the rest, derive comparisons, check targets."""
     if not jobs:
         raise StudyError(f"{study.name}: no finished jobs to tabulate")
-    groups: dict[str, dict[str, list[Job]]] = {}
-    for job in jobs:
-        point = study.points.label(job.overrides) if study.points else ""
-        arm = study.arms.label(job.overrides) if study.arms else ""
-        groups.setdefault(point, {}).setdefault(arm, []).append(job)
-    points = []
-    for label, arms in groups.items():
-        values: dict[str, Any] = {"point": label}
-        for arm, members in arms.items():
-            prefix = f"{arm}." if arm else ""
-            shared = set.intersection(*(set(j.metrics) for j in members))
-            for metric in shared:
-                numbers = [float(j.metrics[metric]) for j in members]
-                if all(math.isfinite(v) for v in numbers):
-                    values[prefix + metric] = _stat(numbers)
-            values[f"{prefix}n"] = len(members)
+
+    def where(job: Job) -> tuple[str, str]:
+        setting = settings(job)
+        point = study.points.label(setting) if study.points else ""
+        return point, study.arms.label(setting) if study.arms else ""
+
+    points: dict[str, dict[str, Any]] = {}
+    for (label, arm), members in grouped(jobs, where).items():
+        values = points.setdefault(label, {"point": label})
+        prefix = f"{arm}." if arm else ""
+        shared = set.intersection(*(set(j.metrics) for j in members))
+        for metric in shared:
+            numbers = [float(j.metrics[metric]) for j in members]
+            if all(math.isfinite(v) for v in numbers):
+                values[prefix + metric] = _stat(numbers)
+        values[f"{prefix}n"] = len(members)
+    for values in points.values():
         for name, (op, a, b) in study.derived.items():
             if a in values and b in values:
                 values[name] = Stat(DERIVE[op](_mean(values[a]), _mean(values[b])))
-        points.append(Point(label, values, _failures(study, values)))
-    return points
+    return [Point(label, values, _failures(study, values)) for label, values in points.items()]
 
 
 def _mean(value: Any) -> float:
@@ -324,11 +331,10 @@ def verdict(study: Study, points: list[Point]) -> str:
     return f"**{word}** ({targets})" + (f"; {details}" if details else "")
 
 
-def data_split(config: Mapping[str, Any]) -> str:
+def data_split(params: Mapping[str, str]) -> str:
     """How the table names a run's data: MNIST-10k (8k/2k), digits, or the dataset's name."""
-    dataset = config.get("dataset") or {}
-    name = str(dataset.get("name", "?"))
-    root = str(dataset.get("root") or "")
+    name = params.get("dataset.name", "?")
+    root = params.get("dataset.root", "")
     if name == "mnist" and Path(root).name == "mnist10k":
         return "MNIST-10k (8k/2k)"
     return {"digits": "digits", "fake": "fake (generated)"}.get(name, name)
@@ -342,7 +348,7 @@ def make_row(study: Study, jobs: list[Job], date: str, seconds: float | None) ->
     """The study's Markdown table row from its finished jobs."""
     points = aggregate(study, jobs)
     ours = "; ".join(render(study.report, p.values) for p in points)
-    splits = sorted({data_split(j.config) for j in jobs})
+    splits = sorted({data_split(j.params) for j in jobs})
     when = date if seconds is None else f"{date} ({seconds / 60:.0f} min)"
     setting = study.setting + (f" (differs: {study.differs})" if study.differs else "")
     cells = [

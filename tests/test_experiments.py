@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import importlib
 import itertools
-import json
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 
@@ -109,20 +109,78 @@ def test_smoke_overrides_let_the_study_and_the_user_win() -> None:
     assert not any(o.startswith("dataset=") for o in full), "a full run keeps the recipe's data"
 
 
-# --- the table generator on hand-made summaries ----------------------------------------
+# --- the table generator on hand-made MLflow runs -------------------------------------
 
 
-def _job(sweep: Path, number: int, overrides: list[str], metrics: dict, root: str) -> None:
-    folder = sweep / str(number)
-    (folder / ".hydra").mkdir(parents=True)
-    (folder / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(overrides))
-    config = {"dataset": {"name": "mnist", "root": root}}
-    (folder / "config.yaml").write_text(yaml.safe_dump(config))
-    (folder / "summary.json").write_text(json.dumps({"metrics": metrics}))
+@dataclass(frozen=True)
+class Sweep:
+    """A study's sweep as `compress -m` leaves it in MLflow: a parent run tagged with the
+    sweep folder, one child run per job."""
+
+    folder: Path
+    uri: str
+    parent: str
+
+    @classmethod
+    def start(cls, folder: Path, outputs: Path) -> Sweep:
+        from mlflow import MlflowClient
+
+        folder.mkdir(parents=True)
+        uri = f"sqlite:///{outputs / 'mlflow.db'}"
+        client = MlflowClient(tracking_uri=uri)
+        found = client.get_experiment_by_name("compress")
+        experiment = found.experiment_id if found else client.create_experiment("compress")
+        tags = {"sweep": f"sweep {folder.name}", "sweep.dir": str(folder)}
+        parent = client.create_run(experiment, tags=tags).info.run_id
+        return cls(folder, uri, parent)
+
+    def job(
+        self,
+        number: int,
+        overrides: list[str],
+        metrics: dict,
+        dataset: dict,
+        status: str = "FINISHED",
+    ) -> str:
+        """One job's run: params as the pipeline flattens its config, overrides as tagged."""
+        from mlflow import MlflowClient
+        from mlflow.entities import Metric, Param
+
+        client = MlflowClient(tracking_uri=self.uri)
+        parent = client.get_run(self.parent)
+        tags = {"mlflow.parentRunId": self.parent, "overrides": " ".join(overrides)}
+        run_id = client.create_run(parent.info.experiment_id, tags=tags).info.run_id
+        params = {"paths.run_dir": str(self.folder / str(number))}
+        params |= {f"dataset.{k}": str(v) for k, v in dataset.items()}
+        for override in overrides:  # a recipe (`# @package _global_`) sets no key of its own
+            key, value = override.lstrip("+~").split("=", 1)
+            if key != "experiment":
+                params[key if "." in key or key == "seed" else f"{key}.name"] = value
+        client.log_batch(
+            run_id,
+            metrics=[Metric(k, float(v), 0, 0) for k, v in metrics.items()],
+            params=[Param(k, v) for k, v in params.items()],
+        )
+        client.set_terminated(run_id, status)
+        return run_id
+
+    def jobs(self) -> list:
+        """The jobs read back, the parent found by the folder as `reproduce.py` finds it."""
+        return results.collect(self.uri, results.find_parent(self.folder, self.uri))
 
 
-def _agp_sweep(sweep: Path) -> None:
+MNIST10K_DATA = {"name": "mnist", "root": "/d/mnist10k"}
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One MLflow store for the module's sweeps (each found by its own folder)."""
+    return tmp_path_factory.mktemp("store")
+
+
+def _agp_sweep(folder: Path, outputs: Path) -> Sweep:
     """zhu_gupta_agp at two sparsities, two seeds: AGP ahead at 0.98, behind at 0.9."""
+    sweep = Sweep.start(folder, outputs)
     accs = {("0.9", "oneshot"): (0.95, 0.96), ("0.9", "agp"): (0.94, 0.95)}
     accs |= {("0.98", "oneshot"): (0.90, 0.92), ("0.98", "agp"): (0.93, 0.93)}
     number = 0
@@ -130,14 +188,15 @@ def _agp_sweep(sweep: Path) -> None:
         for seed, acc in enumerate(values):
             overrides = [f"schedule={schedule}", f"method.amount={amount}", f"seed={seed}"]
             metrics = {"acc": acc, "baseline/acc": 0.96, "ratio/params": 10.0}
-            _job(sweep, number, [*overrides, "+experiment=zhu_gupta_agp"], metrics, "/d/mnist10k")
+            sweep.job(number, [*overrides, "+experiment=zhu_gupta_agp"], metrics, MNIST10K_DATA)
             number += 1
+    return sweep
 
 
-def test_aggregate_averages_seeds_per_arm_and_point(tmp_path: Path) -> None:
-    _agp_sweep(tmp_path)
+def test_aggregate_averages_seeds_per_arm_and_point(tmp_path: Path, store: Path) -> None:
+    sweep = _agp_sweep(tmp_path / "sweep", store)
     study = results.Study.load("zhu_gupta_agp")
-    points = {p.label: p for p in results.aggregate(study, results.collect(tmp_path))}
+    points = {p.label: p for p in results.aggregate(study, sweep.jobs())}
     assert set(points) == {"90% sparse", "98% sparse"}
     low = points["90% sparse"].values
     assert low["oneshot.acc"].mean == pytest.approx(0.955)
@@ -149,10 +208,38 @@ def test_aggregate_averages_seeds_per_arm_and_point(tmp_path: Path) -> None:
     assert text == "98% sparse: one-shot 91.00% ± 1.41%, AGP 93.00% (+2.00 pt)"
 
 
-def test_row_says_partly_and_names_the_miss(tmp_path: Path) -> None:
-    _agp_sweep(tmp_path)
+def test_failed_and_repeated_jobs_count_as_in_compress_report(tmp_path: Path, store: Path) -> None:
+    """The groupby of compress-report: a failed job is no figure, a seed run twice counts
+    once (its newest run), and jobs of another sweep in the store are not this one's."""
+    sweep = _agp_sweep(tmp_path / "sweep", store)
+    args = ["schedule=agp", "method.amount=0.98", "seed=1"]
+    sweep.job(8, args, {"acc": 0.99, "baseline/acc": 0.96}, MNIST10K_DATA)  # seed 1 again
+    sweep.job(9, ["schedule=agp", "method.amount=0.98", "seed=2"], {}, MNIST10K_DATA, "FAILED")
+    other = Sweep.start(tmp_path / "other", store)
+    other.job(0, args, {"acc": 0.10, "baseline/acc": 0.96}, MNIST10K_DATA)
+    jobs = sweep.jobs()
+    assert len(jobs) == 9 and all(j.status == "FINISHED" for j in jobs)
     study = results.Study.load("zhu_gupta_agp")
-    row = results.make_row(study, results.collect(tmp_path), "2026-01-02", 600.0)
+    points = {p.label: p for p in results.aggregate(study, jobs)}
+    high = points["98% sparse"].values
+    assert high["agp.n"] == 2 and high["agp.acc"].mean == pytest.approx((0.93 + 0.99) / 2)
+    assert high["agp.delta_pt"].mean == pytest.approx(100 * ((0.93 + 0.99) / 2 - 0.96))
+
+
+def test_a_folder_without_a_tracked_sweep_says_so(tmp_path: Path, store: Path) -> None:
+    sweep = Sweep.start(tmp_path / "sweep", store)
+    (tmp_path / "untracked").mkdir()
+    uri = sweep.uri
+    with pytest.raises(results.StudyError, match=r"no sweep run in .* \(was tracking off\?\)"):
+        results.find_parent(tmp_path / "untracked", uri)
+    with pytest.raises(results.StudyError, match="no MLflow store at"):
+        results.find_parent(tmp_path / "sweep", f"sqlite:///{tmp_path / 'none.db'}")
+
+
+def test_row_says_partly_and_names_the_miss(tmp_path: Path, store: Path) -> None:
+    sweep = _agp_sweep(tmp_path / "sweep", store)
+    study = results.Study.load("zhu_gupta_agp")
+    row = results.make_row(study, sweep.jobs(), "2026-01-02", 600.0)
     cells = [c.strip() for c in row.strip("|").split(" | ")]
     assert len(cells) == len(results.COLUMNS)
     assert cells[0] == "`zhu_gupta_agp`"
@@ -163,23 +250,24 @@ def test_row_says_partly_and_names_the_miss(tmp_path: Path) -> None:
     assert cells[9] == "2026-01-02 (10 min)"
 
 
-def test_single_job_row_meets_targets_and_names_digits(tmp_path: Path) -> None:
+def test_single_job_row_meets_targets_and_names_digits(tmp_path: Path, store: Path) -> None:
+    sweep = Sweep.start(tmp_path / "sweep", store)
     metrics = {"acc": 0.958, "baseline/acc": 0.958, "ratio/params": 12.1}
-    _job(tmp_path, 0, ["seed=0"], metrics, "")
-    (tmp_path / "0" / "config.yaml").write_text(yaml.safe_dump({"dataset": {"name": "digits"}}))
+    sweep.job(0, ["seed=0"], metrics, {"name": "digits"})
     study = results.Study.load("han2015_lenet300")
-    row = results.make_row(study, results.collect(tmp_path), "2026-01-02", None)
+    row = results.make_row(study, sweep.jobs(), "2026-01-02", None)
     assert "12.10x fewer weights; 95.80% → 95.80% (+0.00 pt, n=1)" in row
     assert "**yes**" in row and "| digits |" in row and "| 2026-01-02 |" in row
 
 
-def test_boolean_arms_match_as_hydra_writes_them(tmp_path: Path) -> None:
+def test_boolean_arms_match_as_hydra_writes_them(tmp_path: Path, store: Path) -> None:
     """A swept `false,true` comes back from Hydra as False / True."""
+    sweep = Sweep.start(tmp_path / "sweep", store)
     for number, (reinit, acc) in enumerate((("False", 0.96), ("True", 0.94))):
         overrides = [f"schedule.reinit={reinit}", "method.amount=0.968", "seed=0"]
-        _job(tmp_path, number, overrides, {"acc": acc, "baseline/acc": 0.96}, "/d/mnist10k")
+        sweep.job(number, overrides, {"acc": acc, "baseline/acc": 0.96}, MNIST10K_DATA)
     study = results.Study.load("frankle_lottery_ticket")
-    (point,) = results.aggregate(study, results.collect(tmp_path))
+    (point,) = results.aggregate(study, sweep.jobs())
     assert point.label == "3.6% kept" and not point.failures
     assert results.render(study.report, point.values) == (
         "3.6% kept: ticket 96.00% (+0.00 pt), re-init 94.00% (-2.00 pt)"
@@ -199,7 +287,9 @@ def test_update_table_replaces_run_rows_and_keeps_the_others() -> None:
 
 
 def test_collect_mode_writes_the_row_into_the_readme(tmp_path: Path, capsys) -> None:
-    _agp_sweep(tmp_path / "experiments" / "zhu_gupta_agp" / "2026-01-02_10-00-00")
+    runs = tmp_path / "experiments" / "zhu_gupta_agp"
+    _agp_sweep(runs / "2026-01-02_10-00-00", tmp_path)
+    (runs / "2026-01-03_10-00-00").mkdir()  # newer, but its sweep never logged a job
     readme = tmp_path / "README.md"
     readme.write_text(f"x\n{results.BEGIN}\n{results.END}\n")
     code = reproduce.main(

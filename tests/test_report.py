@@ -12,8 +12,11 @@ from typing import Any
 
 import pytest
 
+from compress.cli.report import main
+from compress.reporting.aggregate import configurations, override_tokens
 from compress.reporting.pareto import group_by, mean_std, pareto_front
-from compress.reporting.report import Job, configurations, main, override_tokens, report_for_parent
+from compress.reporting.records import Job
+from compress.reporting.report import report_for_parent
 from tests.support import QUICK
 
 REPORT = str(Path(sys.executable).with_name("compress-report"))

@@ -15,7 +15,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 from optuna.trial import TrialState
 
-from compress import search as search_cli
+from compress.cli import search as search_cli
 from compress.cli.config_dir import CONFIG_DIR
 from compress.search.space import SearchSettings, Space
 from tests.support import QUICK, mlflow_runs
@@ -103,6 +103,26 @@ def test_a_study_resumes_with_only_the_missing_trials(
     rows = list(csv.DictReader(table.open()))
     assert [r["state"] for r in rows] == ["COMPLETE", "COMPLETE", "FAIL", "COMPLETE"]
     assert [r["run_id"] for r in rows] == [t.user_attrs.get("run_id", "") for t in held]
+    logged = {r.info.run_id: r.data.metrics for r in children}
+    for row in rows:
+        if row["run_id"]:
+            assert float(row["bytes"]) == logged[row["run_id"]]["bytes"]
+
+    # The figures shown are those the trials' MLflow runs hold, read as every report reads
+    # runs: a figure logged to a run since shows in the next table.
+    from mlflow import MlflowClient
+
+    first = complete[0]
+    MlflowClient(tracking_uri=f"sqlite:///{outputs / 'mlflow.db'}").log_metric(
+        first.user_attrs["run_id"], "acc", 0.125, step=1
+    )
+    assert in_process(monkeypatch, outputs, "search.study=resume", "search.trials=3") is None
+    out = capsys.readouterr().out
+    assert "3 trials complete" in out and "0 run now" in out
+    table = Path(out.split("all trials: ")[-1].strip())
+    rows = list(csv.DictReader(table.read_text().splitlines()))
+    assert float(rows[first.number]["acc"]) == 0.125
+    assert float(rows[complete[1].number]["acc"]) == complete[1].user_attrs["acc"]
 
 
 def test_infeasible_trials_are_marked_and_the_best_is_none(

@@ -1,6 +1,6 @@
 """The Pareto front of (compression, accuracy) points and the statistics over seeds.
 
-Pure functions, no MLflow: `compress.reporting.report` feeds them the figures of logged runs.
+Pure functions, no MLflow: `compress.reporting.aggregate` feeds them the figures of logged runs.
 A compressed model is worth showing when no other one is at least as small (or fast)
 and at least as accurate, and strictly better on one of the two.
 """

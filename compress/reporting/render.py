@@ -1,16 +1,17 @@
-"""What `compress-report` writes: report.csv, report.md (table + failures), report.png."""
+"""What `compress-report` writes: report.csv, report.md (table + failures), report.png.
+
+Drawn from the data types of `aggregate` and `records`, which never import this module.
+"""
 
 from __future__ import annotations
 
 import csv
 import math
 from pathlib import Path
-from typing import TYPE_CHECKING
 
+from compress.reporting.aggregate import Configuration
 from compress.reporting.pareto import group_by
-
-if TYPE_CHECKING:
-    from compress.reporting.report import Configuration, Job
+from compress.reporting.records import Job
 
 CSV_COLUMNS = (
     "method",

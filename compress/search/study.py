@@ -1,4 +1,4 @@
-"""`compress-search`: the smallest model whose accuracy stays within `delta` of the baseline.
+"""`compress-search`'s search: the smallest model whose accuracy stays within `delta`.
 
 Optuna's TPE sampler draws per-layer prune amounts and weight bits; each trial is one job
 of the pipeline (a stack prune -> quantize_weights, run in-process) whose artifact bytes
@@ -10,56 +10,25 @@ a study are MLflow child runs of one parent run. hydra-optuna-sweeper is not use
 pins optuna < 3 and crashed with SQLite storage.
 
 One process per study at a time: a second one would see the first one's trial as
-abandoned.
+abandoned. The command line is `compress.cli.search`; this package knows nothing of it.
 """
 
 from __future__ import annotations
 
 import copy
-import csv
-import dataclasses
 import logging
-import os
-import sys
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import hydra
-from omegaconf import DictConfig, OmegaConf
-
-from compress.cli.config_dir import CONFIG_DIR
+from compress.search.parent import log_outcome, parent_run
+from compress.search.table import FIGURES, print_report, trial_figures, write_csv
 
 if TYPE_CHECKING:
     import optuna
 
-    from compress.search.space import SearchSettings, Space
-    from compress.tracking.config import TrackingConfig
+    from compress.search.space import Space
 
 log = logging.getLogger(__name__)
-
-#: Trial figures kept as user attributes (and columns of search.csv).
-FIGURES = ("bytes", "acc", "baseline/acc", "ratio/size", "ratio/params")
-
-
-@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="search")
-def main(cfg: DictConfig) -> None:
-    from hydra.core.hydra_config import HydraConfig
-
-    from compress.tracking.run import warm_up
-
-    plain: dict[str, Any] = OmegaConf.to_container(cfg, resolve=True)  # type: ignore[assignment]
-    warm_up(plain.get("tracking"))  # MLflow loads in its own process while torch loads here
-
-    from compress.errors import CompressError
-
-    try:
-        search(plain, " ".join(HydraConfig.get().overrides.task)[:5000])
-    except CompressError as error:
-        print(f"compress-search: error: {error}", file=sys.stderr)
-        sys.exit(1)
 
 
 def search(cfg: dict[str, Any], overrides: str = "") -> optuna.Study:
@@ -107,13 +76,14 @@ def search(cfg: dict[str, Any], overrides: str = "") -> optuna.Study:
 
     run_dir = Path(cfg["paths"]["run_dir"])
     job = {k: v for k, v in cfg.items() if k != "search"}  # the search's own knobs stay out
-    with _parent_run(tracking, study, settings, run_dir, overrides) as parent:
+    with parent_run(tracking, study, settings, run_dir, overrides) as parent:
         for _ in range(remaining):
             _trial(study, space, job, run_dir, overrides)
-        table = write_csv(study, space, run_dir / "search.csv")
+        figures = trial_figures(study, tracking.uri if parent else None, parent)
+        table = write_csv(study, space, figures, run_dir / "search.csv")
         if parent is not None:
-            _log_outcome(tracking, parent, study, table)
-    print_report(study, space, remaining, table)
+            log_outcome(tracking, parent, study, figures, table)
+    print_report(study, space, figures, remaining, table)
     return study
 
 
@@ -164,144 +134,3 @@ def _trial(
         100 * metrics["baseline/acc"],
         "feasible" if violation <= 0 else f"infeasible, {violation:.2f} pt below the floor",
     )
-
-
-@contextmanager
-def _parent_run(
-    tracking: TrackingConfig,
-    study: optuna.Study,
-    settings: SearchSettings,
-    run_dir: Path,
-    overrides: str,
-) -> Iterator[str | None]:
-    """The study's MLflow parent run, created with the study and taken up again when it
-    resumes; the trials' runs become its children through the sweep variables."""
-    if not tracking.enabled:
-        yield None
-        return
-    from compress.tracking.run import Run, TrackingError, flatten, worker_for
-    from compress.tracking.sweep import PARENT_ENV, SWEEP_ENV
-
-    worker = worker_for(str(tracking.uri))
-    name = f"search {settings.study}"
-    where = {"uri": tracking.uri, "experiment": tracking.experiment}
-    known = study.user_attrs.get("mlflow.parent", {})
-    tags = {"search.dir": str(run_dir), "overrides": overrides}
-    run_id = known.get("run_id") if {k: known.get(k) for k in where} == where else None
-    try:
-        if run_id is not None:  # the run may have been deleted: a failed write says so
-            worker.call("log_batch", run_id=run_id, tags=[[k, v] for k, v in tags.items()])
-    except TrackingError:
-        run_id = None
-    if run_id is None:
-        tags |= {"sweep": name, "search.study": settings.study, "search.storage": settings.storage}
-        run = Run(dataclasses.replace(tracking, run_name=name), tags).__enter__()
-        fields = dataclasses.asdict(settings)
-        run.log_params(flatten({"search": {k: v for k, v in fields.items() if k != "trials"}}))
-        run_id = str(run.run_id)
-        study.set_user_attr("mlflow.parent", {**where, "run_id": run_id})
-    log.info("mlflow: search parent run %s (%s)", run_id, name)
-    before = {key: os.environ.get(key) for key in (PARENT_ENV, SWEEP_ENV)}
-    os.environ[PARENT_ENV], os.environ[SWEEP_ENV] = run_id, name
-    status = "FAILED"
-    try:
-        yield run_id
-        status = "FINISHED"
-    except KeyboardInterrupt:
-        status = "KILLED"
-        raise
-    finally:
-        for key, value in before.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-        worker.call("set_terminated", run_id=run_id, status=status)
-
-
-def _log_outcome(tracking: TrackingConfig, run_id: str, study: optuna.Study, table: Path) -> None:
-    """The study's counts and best trial on the parent run (step: trials held), and its CSV."""
-    from compress.tracking.run import worker_for
-
-    worker = worker_for(str(tracking.uri))
-    counts, best = outcome(study)
-    metrics = {f"search/{k}": float(v) for k, v in counts.items()}
-    if best is not None:
-        metrics |= {f"search/best_{k}": float(best.user_attrs[k]) for k in FIGURES}
-        best_tags = {"search.best_trial": best.number, "search.best_run": best.user_attrs["run_id"]}
-        worker.call("log_batch", run_id=run_id, tags=[[k, str(v)] for k, v in best_tags.items()])
-    now, step = int(time.time() * 1000), len(study.trials)
-    entries = [[k, v, now, step] for k, v in metrics.items()]
-    worker.call("log_batch", run_id=run_id, metrics=entries)
-    worker.call("log_artifact", run_id=run_id, path=str(table), folder=None)
-
-
-def outcome(study: optuna.Study) -> tuple[dict[str, int], optuna.trial.FrozenTrial | None]:
-    """Trials counted by outcome (complete, feasible, infeasible, failed), and the best
-    feasible trial (the smallest artifact), or None."""
-    from optuna.trial import TrialState
-
-    trials = study.get_trials(deepcopy=False)
-    complete = [t for t in trials if t.state == TrialState.COMPLETE]
-    feasible = [t for t in complete if all(v <= 0 for v in t.constraints.values())]
-    counts = {
-        "complete": len(complete),
-        "feasible": len(feasible),
-        "infeasible": len(complete) - len(feasible),
-        "failed": sum(t.state == TrialState.FAIL for t in trials),
-    }
-    return counts, min(feasible, key=lambda t: (t.value, t.number), default=None)
-
-
-def write_csv(study: optuna.Study, space: Space, path: Path) -> Path:
-    """Every trial of the study: outcome, figures, run, and per-layer amounts and bits."""
-    params = [f"{kind}/{layer}" for layer in space.layers for kind in ("amount", "bits")]
-    columns = ["trial", "state", "feasible", *FIGURES, "run_id", "error", *params]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", newline="") as f:
-        writer = csv.DictWriter(f, columns, extrasaction="ignore")
-        writer.writeheader()
-        for t in study.get_trials(deepcopy=False):
-            feasible = all(v <= 0 for v in t.constraints.values()) if t.constraints else None
-            writer.writerow(
-                {
-                    "trial": t.number,
-                    "state": t.state.name,
-                    "feasible": "" if feasible is None else str(feasible).lower(),
-                    **{k: t.user_attrs.get(k, "") for k in (*FIGURES, "run_id", "error")},
-                    **{k: round(v, 6) if isinstance(v, float) else v for k, v in t.params.items()},
-                }
-            )
-    return path
-
-
-def print_report(study: optuna.Study, space: Space, ran: int, table: Path) -> None:
-    """The best feasible trial, layer by layer, and the study's counts."""
-    from rich.console import Console
-    from rich.table import Table
-
-    counts, best = outcome(study)
-    print(
-        f"search '{study.study_name}': {counts['complete']} trials complete "
-        f"({counts['feasible']} feasible, {counts['infeasible']} infeasible), "
-        f"{counts['failed']} failed; {ran} run now"
-    )
-    delta = space.settings.delta
-    if best is None:
-        print(f"no feasible trial: none stayed within {delta:g} pt of the baseline")
-    else:
-        layers = Table(title=f"best feasible trial: {best.number}")
-        for column in ("layer", "amount", "bits"):
-            layers.add_column(column, justify="left" if column == "layer" else "right")
-        for layer in space.layers:
-            amount, bits = best.params[f"amount/{layer}"], best.params[f"bits/{layer}"]
-            layers.add_row(layer, f"{amount:.2f}", str(bits))
-        Console().print(layers)
-        a = best.user_attrs
-        drop = 100 * (a["baseline/acc"] - a["acc"])
-        print(
-            f"acc {a['acc']:.2%} (baseline {a['baseline/acc']:.2%}, drop {drop:+.2f} pt, "
-            f"allowed {delta:g}); bytes {a['bytes']:,.0f}; ratio/size {a['ratio/size']:.2f}x; "
-            f"run {a['run_id'] or '-'}"
-        )
-    print(f"all trials: {table}")

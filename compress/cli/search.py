@@ -1,0 +1,31 @@
+"""`compress-search`: the command line of `compress.search.study.search`. Hydra composes
+conf/search.yaml; bad input is one line on stderr and exit code 1."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+from compress.cli.config_dir import CONFIG_DIR
+
+
+@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="search")
+def main(cfg: DictConfig) -> None:
+    from hydra.core.hydra_config import HydraConfig
+
+    from compress.tracking.run import warm_up
+
+    plain: dict[str, Any] = OmegaConf.to_container(cfg, resolve=True)  # type: ignore[assignment]
+    warm_up(plain.get("tracking"))  # MLflow loads in its own process while torch loads here
+
+    from compress.errors import CompressError
+    from compress.search.study import search
+
+    try:
+        search(plain, " ".join(HydraConfig.get().overrides.task)[:5000])
+    except CompressError as error:
+        print(f"compress-search: error: {error}", file=sys.stderr)
+        sys.exit(1)

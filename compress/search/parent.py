@@ -1,0 +1,102 @@
+"""A study's MLflow parent run: created with the study, taken up again when it resumes.
+
+The trials' runs become its children through the sweep variables (`PARENT_ENV`,
+`SWEEP_ENV`), as the jobs of a Hydra sweep do; when the search ends, the parent holds the
+study's counts, its best trial and the table of all trials.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from compress.search.table import outcome
+
+if TYPE_CHECKING:
+    import optuna
+
+    from compress.search.space import SearchSettings
+    from compress.tracking.config import TrackingConfig
+
+log = logging.getLogger(__name__)
+
+
+@contextmanager
+def parent_run(
+    tracking: TrackingConfig,
+    study: optuna.Study,
+    settings: SearchSettings,
+    run_dir: Path,
+    overrides: str,
+) -> Iterator[str | None]:
+    """The parent run's id while the trials run (None without tracking); closed FINISHED,
+    KILLED on an interrupt, FAILED on any other error."""
+    if not tracking.enabled:
+        yield None
+        return
+    from compress.tracking.run import PARENT_ENV, SWEEP_ENV, Run, TrackingError, flatten, worker_for
+
+    worker = worker_for(str(tracking.uri))
+    name = f"search {settings.study}"
+    where = {"uri": tracking.uri, "experiment": tracking.experiment}
+    known = study.user_attrs.get("mlflow.parent", {})
+    tags = {"search.dir": str(run_dir), "overrides": overrides}
+    run_id = known.get("run_id") if {k: known.get(k) for k in where} == where else None
+    try:
+        if run_id is not None:  # the run may have been deleted: a failed write says so
+            worker.call("log_batch", run_id=run_id, tags=[[k, v] for k, v in tags.items()])
+    except TrackingError:
+        run_id = None
+    if run_id is None:
+        tags |= {"sweep": name, "search.study": settings.study, "search.storage": settings.storage}
+        run = Run(dataclasses.replace(tracking, run_name=name), tags).__enter__()
+        fields = dataclasses.asdict(settings)
+        run.log_params(flatten({"search": {k: v for k, v in fields.items() if k != "trials"}}))
+        run_id = str(run.run_id)
+        study.set_user_attr("mlflow.parent", {**where, "run_id": run_id})
+    log.info("mlflow: search parent run %s (%s)", run_id, name)
+    before = {key: os.environ.get(key) for key in (PARENT_ENV, SWEEP_ENV)}
+    os.environ[PARENT_ENV], os.environ[SWEEP_ENV] = run_id, name
+    status = "FAILED"
+    try:
+        yield run_id
+        status = "FINISHED"
+    except KeyboardInterrupt:
+        status = "KILLED"
+        raise
+    finally:
+        for key, value in before.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        worker.call("set_terminated", run_id=run_id, status=status)
+
+
+def log_outcome(
+    tracking: TrackingConfig,
+    run_id: str,
+    study: optuna.Study,
+    figures: Mapping[int, Mapping[str, float]],
+    table: Path,
+) -> None:
+    """The study's counts and best trial on the parent run (step: trials held), and its CSV."""
+    from compress.tracking.run import worker_for
+
+    worker = worker_for(str(tracking.uri))
+    counts, best = outcome(study)
+    metrics = {f"search/{k}": float(v) for k, v in counts.items()}
+    if best is not None:
+        metrics |= {f"search/best_{k}": float(v) for k, v in figures[best.number].items()}
+        best_tags = {"search.best_trial": best.number, "search.best_run": best.user_attrs["run_id"]}
+        worker.call("log_batch", run_id=run_id, tags=[[k, str(v)] for k, v in best_tags.items()])
+    now, step = int(time.time() * 1000), len(study.trials)
+    entries = [[k, v, now, step] for k, v in metrics.items()]
+    worker.call("log_batch", run_id=run_id, metrics=entries)
+    worker.call("log_artifact", run_id=run_id, path=str(table), folder=None)
