@@ -1,7 +1,7 @@
 """`compress-report TARGET`: accuracy against a compression axis, over a sweep or an experiment.
 
 TARGET is a sweep's parent run id or an experiment name; the report itself is
-`compress.reporting.report.build_report`. Bad input is one line on stderr and exit code 2.
+`compress.reporting.report.build_report`. Bad input is one line on stderr and exit code 2 (`compress.cli.exits`).
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 from typing import NoReturn
 
+from compress.cli.exits import USAGE, exit_code
 from compress.errors import CompressError
 from compress.reporting.report import AXES, DEFAULT_AXIS, build_report, default_uri
 
@@ -18,7 +19,7 @@ from compress.reporting.report import AXES, DEFAULT_AXIS, build_report, default_
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         """One line, like every error of ours (argparse adds its usage otherwise)."""
-        self.exit(2, f"{self.prog}: error: {message}\n")
+        self.exit(USAGE, f"{self.prog}: error: {message}\n")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -36,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
         report = build_report(args.uri or default_uri(), args.target, args.axis, args.out)
     except CompressError as error:
         print(f"compress-report: error: {error}", file=sys.stderr)
-        return 2
+        return exit_code(error)
     print(report.paths[1].read_text())
     for path in report.paths:
         print(f"wrote {path}")

@@ -1,9 +1,8 @@
 """`compress-search`: the command line of `compress.search.study.search`. Hydra composes
-conf/search.yaml; bad input is one line on stderr and exit code 1."""
+conf/search.yaml; bad input is one line on stderr and exit code 2 (`compress.cli.exits`)."""
 
 from __future__ import annotations
 
-import sys
 from typing import Any
 
 import hydra
@@ -21,11 +20,11 @@ def main(cfg: DictConfig) -> None:
     plain: dict[str, Any] = OmegaConf.to_container(cfg, resolve=True)  # type: ignore[assignment]
     warm_up(plain.get("tracking"))  # MLflow loads in its own process while torch loads here
 
+    from compress.cli.exits import fail
     from compress.errors import CompressError
     from compress.search.study import search
 
     try:
         search(plain, " ".join(HydraConfig.get().overrides.task)[:5000])
     except CompressError as error:
-        print(f"compress-search: error: {error}", file=sys.stderr)
-        sys.exit(1)
+        fail("compress-search", error)
