@@ -104,7 +104,7 @@ def test_no_import_circle() -> None:
 
     def walk(node: str, path: list[str]) -> None:
         if node in path:
-            cycle = path[path.index(node) :] + [node]
+            cycle = [*path[path.index(node) :], node]
             raise AssertionError("import circle: " + " -> ".join(cycle))
         if node in done:
             return

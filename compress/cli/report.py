@@ -1,7 +1,7 @@
 """`compress-report TARGET`: accuracy against a compression axis, over a sweep or an experiment.
 
 TARGET is a sweep's parent run id or an experiment name; the report itself is
-`compress.reporting.report.build_report`. Bad input is one line on stderr and exit code 2 (`compress.cli.exits`).
+`compress.reporting.report.build_report`. Bad input: one line on stderr, exit code 2.
 """
 
 from __future__ import annotations
