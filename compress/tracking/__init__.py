@@ -1,1 +1,3 @@
-"""tracking."""
+"""MLflow: one run per job, a parent per sweep (Hydra callback), provenance tags, and the store
+every command opens.
+"""
