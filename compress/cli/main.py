@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
@@ -31,7 +33,7 @@ def main(cfg: DictConfig) -> float:
         if hydra_cfg.mode != RunMode.MULTIRUN:
             fail("compress", error)
         # One job of a sweep: it fails alone (FAILED in tracking), the others go on.
-        print(f"compress: error: {error}")
+        print(f"compress: error: {error}", file=sys.stderr)
         record_failure(plain, error, {**tags, "sweep.job": str(hydra_cfg.job.num)})
         return float("nan")
     print_summary(result)
