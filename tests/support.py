@@ -55,3 +55,23 @@ def mlflow_runs(outputs: Path) -> list[Any]:
     client = MlflowClient(tracking_uri=f"sqlite:///{db}")
     experiments = [e.experiment_id for e in client.search_experiments()]
     return list(client.search_runs(experiments)) if experiments else []
+
+
+def run_cli(main: Any, argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    """A command's entry function run in this process as the shell would run it (`argv`
+    after the program name): its exit code, stdout and stderr. Saves a subprocess's ~10 s
+    of imports where the exit-code contract itself is not what is tested."""
+    import sys
+
+    argv_before = sys.argv
+    sys.argv = [getattr(main, "__module__", "compress"), *argv]
+    capsys.readouterr()
+    try:
+        returned = main()
+        code = returned if isinstance(returned, int) else 0
+    except SystemExit as done:
+        code = done.code if isinstance(done.code, int) else (0 if done.code is None else 1)
+    finally:
+        sys.argv = argv_before
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err

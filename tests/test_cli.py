@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.support import QUICK, mlflow_runs
+from compress.cli.main import main
+from tests.support import QUICK, mlflow_runs, run_cli
 
 COMPRESS = str(Path(sys.executable).with_name("compress"))
 
@@ -103,16 +104,30 @@ BAD_INPUTS = {
 
 
 @pytest.mark.parametrize("case", BAD_INPUTS, ids=list(BAD_INPUTS))
-def test_bad_input_fails_in_one_line_before_training(tmp_path: Path, case: str) -> None:
+def test_bad_input_fails_in_one_line_before_training(
+    tmp_path: Path, case: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HYDRA_FULL_ERROR", "0")
     overrides, message = BAD_INPUTS[case]
-    done = compress(tmp_path, *overrides)
-    assert done.returncode != 0
-    assert message in done.stderr
+    code, out, err = run_cli(
+        main, [f"paths.outputs={tmp_path}", f"paths.data={tmp_path / 'data'}", *overrides], capsys
+    )
+    assert code != 0
+    assert message in err
     if case != "unknown group option":  # Hydra's own message lists the valid options
-        errors = [line for line in done.stderr.splitlines() if line.strip()]
+        errors = [line for line in err.splitlines() if line.strip()]
         assert errors == [errors[0]] and errors[0].startswith("compress: error: ")
-    assert "baseline" not in done.stdout + done.stderr  # nothing trained
+        assert code == 2  # bad input (compress.cli.exits)
+    assert "baseline" not in out + err  # nothing trained
     assert not any(r.info.status == "FINISHED" for r in mlflow_runs(tmp_path))
+    assert not (tmp_path / "cache").exists()
+
+
+def test_bad_input_exit_code_from_the_shell(tmp_path: Path) -> None:
+    """The contract as a script sees it: one line on stderr, exit code 2, nothing run."""
+    done = compress(tmp_path, "method.amount=1.0")
+    assert done.returncode == 2
+    assert done.stderr.splitlines() == ["compress: error: method.amount must be in [0, 1), got 1.0"]
     assert not (tmp_path / "cache").exists()
 
 

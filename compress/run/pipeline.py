@@ -19,8 +19,7 @@ from torch import nn
 from compress.analysis import AnalysisContext
 from compress.artifact.store import load_artifact
 from compress.data import DataBundle, load_dataset
-from compress.measure import compare, measure_models
-from compress.measure.probes import ProbeContext, run_probes
+from compress.measure import ProbeContext, compare, measure_models, run_probes
 from compress.methods import MethodContext, Stage
 from compress.models import build_model
 from compress.run.plan import Plan, Result, config_hash

@@ -14,8 +14,8 @@ import torch
 from compress.analysis import AnalysisConfig, parse_analysis
 from compress.config import from_mapping, require
 from compress.distill.config import DistillConfig
+from compress.measure import Measurement
 from compress.measure.config import MeasureConfig
-from compress.measure.footprint import Measurement
 from compress.methods import MethodConfig, parse_method
 from compress.schedules import ScheduleConfig, parse_schedule
 from compress.tracking.config import TrackingConfig

@@ -18,7 +18,7 @@ from compress.data import DataBundle
 from compress.distill.objective import DistillObjective
 from compress.distill.setup import check_distill, teacher_from_artifact
 from compress.distill.teacher import Teacher
-from compress.measure.footprint import count_params
+from compress.measure import count_params
 from compress.methods import MethodConfig, MethodContext, Stage, Step, apply_steps
 from compress.models import build_model
 from compress.run.baseline import Baseline, baseline_key, load_or_train
