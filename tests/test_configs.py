@@ -63,16 +63,6 @@ def test_config_options_match_the_registries() -> None:
     assert set(method_options.values()) == set(method_names())
 
 
-def test_default_is_pruning_a_small_cnn_on_digits(tmp_path: Path) -> None:
-    cfg = compose_config(tmp_path)
-    assert (cfg["model"]["name"], cfg["dataset"]["name"], cfg["method"]["name"]) == (
-        "small_cnn",
-        "digits",
-        "prune",
-    )
-    assert cfg["method"]["scope"] == "global"
-
-
 def test_finetune_inherits_the_training_recipe(tmp_path: Path) -> None:
     cfg = compose_config(tmp_path, "schedule.train.batch_size=32")
     assert cfg["schedule"]["finetune"]["batch_size"] == 32

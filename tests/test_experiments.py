@@ -71,22 +71,6 @@ def test_recipe_composes_into_a_valid_plan_at_every_point(study: str, tmp_path: 
                 assert cfg[key]["name"] in (value, "stack", "distill")
 
 
-@pytest.mark.parametrize("study", STUDIES)
-def test_recipe_opens_with_its_command_and_claim(study: str) -> None:
-    lines = (EXPERIMENTS / f"{study}.yaml").read_text().splitlines()
-    assert lines[0] == "# @package _global_"
-    header = []
-    for line in lines[1:]:
-        if not line.startswith("#"):
-            break
-        header.append(line)
-    text = " ".join(header)
-    loaded = results.Study.load(study)
-    assert loaded.command.removeprefix("uv run compress ") in text, "the command to run it"
-    assert str(loaded.year) in text, "the paper, by year"
-    assert "Expected here" in text or "Not run here" in text, "our expected number"
-
-
 def test_recipe_without_its_data_stops_with_where_to_put_it(tmp_path: Path) -> None:
     missing = tmp_path / "nowhere"
     cfg = compose_config(tmp_path, "+experiment=han2015_lenet300", f"dataset.root={missing}")
