@@ -196,7 +196,9 @@ def test_bad_input_is_one_line_and_no_study(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], case: str
 ) -> None:
     overrides, message = BAD_INPUTS[case]
-    assert in_process(monkeypatch, tmp_path, *overrides, "tracking=none") == 1
+    assert (
+        in_process(monkeypatch, tmp_path, *overrides, "tracking=none") == 2
+    )  # bad input (compress.cli.exits)
     errors = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
     assert errors == [errors[0]] and errors[0].startswith("compress-search: error: ")
     assert message in errors[0]
@@ -233,7 +235,7 @@ def test_a_study_is_not_resumed_with_another_setup(
     held.ask()  # left RUNNING: a refused command must not touch it either
     capsys.readouterr()
 
-    assert in_process(monkeypatch, tmp_path, "tracking=none") == 1
+    assert in_process(monkeypatch, tmp_path, "tracking=none") == 2  # bad input (compress.cli.exits)
     (error,) = capsys.readouterr().err.splitlines()
     assert "was run with another delta; resume it unchanged or name a new" in error
     assert [t.state for t in held.get_trials()] == [TrialState.RUNNING]
