@@ -15,10 +15,7 @@ def main(cfg: DictConfig) -> float:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
-    from compress.tracking.run import warm_up
-
     plain = OmegaConf.to_container(cfg, resolve=True)
-    warm_up(plain.get("tracking"))  # MLflow loads in its own process while torch loads here
 
     from compress.errors import AlreadyFinished, CompressError
     from compress.reporting.console import print_summary

@@ -23,10 +23,11 @@ TIMINGS = ("latency", "speedup/latency", "speedup/onnx", "speedup/latency_vs_com
 
 def fetch_config(run_id: str, tracking_uri: str) -> dict[str, Any]:
     """The resolved config logged with run `run_id`; a one-line SystemExit if absent."""
-    from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
-    client = MlflowClient(tracking_uri=tracking_uri)
+    from compress.tracking.store import open_client
+
+    client = open_client(tracking_uri)
     try:
         client.get_run(run_id)
     except MlflowException:
@@ -64,9 +65,9 @@ def main(argv: list[str] | None = None) -> None:
         result = run(cfg, tags={"rerun_of": args.run_id})
     except CompressError as error:
         sys.exit(f"compress-rerun: error: {error}")
-    from mlflow import MlflowClient
+    from compress.tracking.store import open_client
 
-    before = MlflowClient(tracking_uri=args.tracking_uri).get_run(args.run_id).data.metrics
+    before = open_client(args.tracking_uri).get_run(args.run_id).data.metrics
     same = [k for k, v in result.metrics.items() if not is_timing(k) and before.get(k) == v]
     differ = [k for k, v in result.metrics.items() if not is_timing(k) and before.get(k) != v]
     print(
