@@ -9,13 +9,11 @@ be checked from here.
 
 from __future__ import annotations
 
-import functools
 import logging
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from compress.tracking.process import HOST_TAG, Owner
-from compress.tracking.retry import retrying
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -52,15 +50,16 @@ def orphaned_runs(client: MlflowClient, me: Owner) -> Iterator[tuple[Any, Owner]
 
 
 def reap(client: MlflowClient) -> list[str]:
-    """End as KILLED the runs of this host whose process died; their ids."""
+    """End as KILLED the runs of this host whose process died; their ids. Every step may
+    be done twice (two commands reaping at once; a retry after a lock refusal): same end."""
     me = Owner.current()
     reaped = []
     for run, owner in orphaned_runs(client, me):
         run_id = run.info.run_id
         why = f"process {owner.pid} on {owner.host} died without ending the run"
         note = f"{why} (seen by pid {me.pid})"
-        retrying(functools.partial(client.set_tag, run_id, REAPED_TAG, note), "set_tag")
-        retrying(functools.partial(client.set_terminated, run_id, "KILLED"), "set_terminated")
+        client.set_tag(run_id, REAPED_TAG, note)
+        client.set_terminated(run_id, status="KILLED")
         log.info("mlflow: run %s marked KILLED: %s", run_id, why)
         reaped.append(run_id)
     return reaped

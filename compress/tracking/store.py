@@ -23,12 +23,17 @@ log = logging.getLogger(__name__)
 
 
 @functools.cache
+def _quiet_lock_errors() -> None:
+    """MLflow logs every refused write as an error with its traceback; ours are retried."""
+    logging.getLogger("mlflow.store.db.utils").addFilter(QuietLockErrors())
+
+
+@functools.cache
 def _client(uri: str) -> MlflowClient:
     """One client per URI and process (MLflow caches the store behind it too)."""
     from mlflow import MlflowClient
 
-    # MLflow logs every refused write as an error with its traceback; ours are retried.
-    logging.getLogger("mlflow.store.db.utils").addFilter(QuietLockErrors())
+    _quiet_lock_errors()
     return MlflowClient(tracking_uri=uri)
 
 
