@@ -23,9 +23,12 @@ log = logging.getLogger(__name__)
 
 
 @functools.cache
-def _quiet_lock_errors() -> None:
-    """MLflow logs every refused write as an error with its traceback; ours are retried."""
-    logging.getLogger("mlflow.store.db.utils").addFilter(QuietLockErrors())
+def _quiet_store_log() -> None:
+    """The job's log stays as it was with the worker: MLflow's notes on creating its tables
+    go, and so do its tracebacks of refused writes, which `retrying` handles."""
+    store_log = logging.getLogger("mlflow.store.db.utils")
+    store_log.setLevel(logging.WARNING)
+    store_log.addFilter(QuietLockErrors())
 
 
 @functools.cache
@@ -33,7 +36,7 @@ def _client(uri: str) -> MlflowClient:
     """One client per URI and process (MLflow caches the store behind it too)."""
     from mlflow import MlflowClient
 
-    _quiet_lock_errors()
+    _quiet_store_log()
     return MlflowClient(tracking_uri=uri)
 
 
