@@ -238,8 +238,11 @@ def test_rerun_from_a_run_id_reproduces_every_figure_but_timings(
         assert again.data.metrics[name] == first.metrics[name], name
 
 
-def test_rerun_of_an_unknown_run_is_one_line(tmp_path: Path) -> None:
+def test_rerun_of_an_unknown_run_is_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     with pytest.raises(SystemExit) as done:
         rerun_main(["0123456789abcdef", "--tracking-uri", uri])
-    assert str(done.value.code) == f"compress-rerun: error: no run '0123456789abcdef' in {uri}"
+    assert done.value.code == 2  # bad input (compress.cli.exits)
+    assert capsys.readouterr().err == f"compress-rerun: error: no run '0123456789abcdef' in {uri}\n"

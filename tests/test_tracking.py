@@ -1,11 +1,22 @@
-"""What reaches MLflow: the config flattened into params MLflow accepts, written for real."""
+"""What reaches MLflow: the config flattened into params MLflow accepts, metrics as they
+come, the run's end and owner, and writes another job's lock refused, written for real."""
 
 from __future__ import annotations
 
 import json
+import os
+import socket
+import sqlite3
 from pathlib import Path
 
+import pytest
+import sqlalchemy
+from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
+
 from compress.tracking.config import TrackingConfig
+from compress.tracking.process import process_start
+from compress.tracking.retry import is_lock_error, retrying
 from compress.tracking.run import Run, flatten
 from tests.support import mlflow_runs
 
@@ -32,3 +43,90 @@ def test_glob_keyed_params_are_logged_to_a_real_store(tmp_path: Path) -> None:
     assert logged.info.status == "FINISHED"
     assert json.loads(logged.data.params["method.layers"]) == {"fc1": 0.9, "layer3.*": 0.3}
     assert logged.data.params["other.fc1"] == "1"
+
+
+def test_metrics_logged_each_epoch_are_all_stored_before_the_run_ends(tmp_path: Path) -> None:
+    tracking = TrackingConfig(uri=f"sqlite:///{tmp_path / 'mlflow.db'}", experiment="t")
+    with Run(tracking, {"kind": "epochs"}) as run:
+        for epoch in range(30):
+            run.log_metrics({"train/loss": 1.0 / (epoch + 1), "val/acc": epoch / 30}, step=epoch)
+    (logged,) = mlflow_runs(tmp_path)
+    assert logged.info.status == "FINISHED"
+    client = MlflowClient(tracking_uri=tracking.uri)
+    history = client.get_metric_history(logged.info.run_id, "val/acc")
+    assert sorted(m.step for m in history) == list(range(30))
+    assert logged.data.metrics["train/loss"] == 1.0 / 30  # the last epoch's point
+    # Who owns it: what lets a later command tell whether its process still lives.
+    owner = {k: v for k, v in logged.data.tags.items() if k.startswith("compress.")}
+    assert owner["compress.host"] == socket.gethostname()
+    assert owner["compress.pid"] == str(os.getpid())
+    assert owner["compress.process_start"] == process_start(os.getpid())
+
+
+def test_a_failing_job_ends_failed_with_its_error_and_traceback(tmp_path: Path) -> None:
+    tracking = TrackingConfig(uri=f"sqlite:///{tmp_path / 'mlflow.db'}", experiment="t")
+    with pytest.raises(ValueError, match="diverged") as raised, Run(tracking, {}) as run:
+        run.log_metrics({"loss": 2.0}, step=0)
+        raise ValueError("diverged")
+    (logged,) = mlflow_runs(tmp_path)
+    assert raised.value.tracked_run_id == logged.info.run_id  # type: ignore[attr-defined]
+    assert logged.info.status == "FAILED"
+    assert logged.data.tags["error"] == "ValueError: diverged"
+    assert logged.data.metrics == {"loss": 2.0}
+    client = MlflowClient(tracking_uri=tracking.uri)
+    error_txt = Path(client.download_artifacts(logged.info.run_id, "error.txt", str(tmp_path)))
+    assert "Traceback" in error_txt.read_text() and "diverged" in error_txt.read_text()
+
+
+def _refused(tmp_path: Path, statement: str) -> BaseException:
+    """What MLflow raises when SQLite refuses `statement` while another connection holds
+    the write lock: MlflowException from SQLAlchemy's OperationalError from sqlite3's."""
+    db = tmp_path / "locked.db"
+    holder = sqlite3.connect(db, isolation_level=None)
+    holder.execute("create table if not exists t (x)")
+    holder.execute("begin immediate")  # the other job's write transaction
+    engine = sqlalchemy.create_engine(f"sqlite:///{db}", connect_args={"timeout": 0})
+    try:
+        with engine.begin() as connection:
+            connection.execute(sqlalchemy.text(statement))
+    except sqlalchemy.exc.OperationalError as error:
+        try:
+            raise MlflowException(f"SQLAlchemy error: {type(error).__name__}") from error
+        except MlflowException as wrapped:
+            return wrapped
+    finally:
+        holder.execute("rollback")
+        holder.close()
+        engine.dispose()
+    raise AssertionError(f"{statement} was not refused")
+
+
+def test_a_write_refused_for_another_jobs_lock_is_told_by_its_exception_chain(
+    tmp_path: Path,
+) -> None:
+    locked = _refused(tmp_path, "insert into t values (1)")
+    assert "locked" not in str(locked)  # the chain decides, not the wording
+    assert is_lock_error(locked)
+    assert not is_lock_error(_refused(tmp_path, "insert into missing values (1)"))
+    assert not is_lock_error(ValueError("nothing to do with the store"))
+
+
+def test_locked_writes_are_retried_other_errors_are_not(tmp_path: Path) -> None:
+    locked = _refused(tmp_path, "insert into t values (1)")
+    calls: list[str] = []
+
+    def write_once_unlocked() -> int:
+        calls.append("try")
+        if len(calls) < 3:
+            raise locked
+        return 7
+
+    assert retrying(write_once_unlocked) == 7 and len(calls) == 3
+
+    def broken() -> None:
+        calls.append("broken")
+        raise ValueError("bad value")
+
+    with pytest.raises(ValueError, match="bad value"):
+        retrying(broken)
+    assert calls.count("broken") == 1

@@ -17,25 +17,28 @@ from typing import Any
 
 import yaml
 
+from compress.errors import ConfigError
+
 #: Figures that depend on the machine's load, not on the experiment.
 TIMINGS = ("latency", "speedup/latency", "speedup/onnx", "speedup/latency_vs_compiled")
 
 
 def fetch_config(run_id: str, tracking_uri: str) -> dict[str, Any]:
-    """The resolved config logged with run `run_id`; a one-line SystemExit if absent."""
-    from mlflow import MlflowClient
+    """The resolved config logged with run `run_id`; a ConfigError if there is none."""
     from mlflow.exceptions import MlflowException
 
-    client = MlflowClient(tracking_uri=tracking_uri)
+    from compress.tracking.store import open_client
+
+    client = open_client(tracking_uri)
     try:
         client.get_run(run_id)
     except MlflowException:
-        sys.exit(f"compress-rerun: error: no run '{run_id}' in {tracking_uri}")
+        raise ConfigError(f"no run '{run_id}' in {tracking_uri}") from None
     with tempfile.TemporaryDirectory() as tmp:
         try:
             path = client.download_artifacts(run_id, "config.yaml", tmp)
         except (MlflowException, OSError):
-            sys.exit(f"compress-rerun: error: run '{run_id}' has no config.yaml artifact")
+            raise ConfigError(f"run '{run_id}' has no config.yaml artifact") from None
         return yaml.safe_load(Path(path).read_text())
 
 
@@ -52,11 +55,15 @@ def main(argv: list[str] | None = None) -> None:
         help="where the run is logged (default: this folder's outputs/mlflow.db)",
     )
     args = parser.parse_args(argv)
-    cfg = fetch_config(args.run_id, args.tracking_uri)
 
-    from compress.cli.exits import fail
+    from compress.cli.exits import FAILED, OK, fail
     from compress.errors import CompressError
     from compress.run.pipeline import run
+
+    try:
+        cfg = fetch_config(args.run_id, args.tracking_uri)
+    except CompressError as error:
+        fail("compress-rerun", error)
 
     outputs = Path(cfg["paths"]["outputs"])
     stamp = datetime.now().strftime("%Y-%m-%d/%H-%M-%S-%f")
@@ -65,9 +72,9 @@ def main(argv: list[str] | None = None) -> None:
         result = run(cfg, tags={"rerun_of": args.run_id})
     except CompressError as error:
         fail("compress-rerun", error)
-    from mlflow import MlflowClient
+    from compress.tracking.store import open_client
 
-    before = MlflowClient(tracking_uri=args.tracking_uri).get_run(args.run_id).data.metrics
+    before = open_client(args.tracking_uri).get_run(args.run_id).data.metrics
     same = [k for k, v in result.metrics.items() if not is_timing(k) and before.get(k) == v]
     differ = [k for k, v in result.metrics.items() if not is_timing(k) and before.get(k) != v]
     print(
@@ -76,4 +83,4 @@ def main(argv: list[str] | None = None) -> None:
     )
     for key in differ:
         print(f"  {key}: {before.get(key)} -> {result.metrics[key]}")
-    sys.exit(1 if differ else 0)
+    sys.exit(FAILED if differ else OK)

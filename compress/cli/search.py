@@ -15,10 +15,7 @@ from compress.cli.config_dir import CONFIG_DIR
 def main(cfg: DictConfig) -> None:
     from hydra.core.hydra_config import HydraConfig
 
-    from compress.tracking.run import warm_up
-
     plain: dict[str, Any] = OmegaConf.to_container(cfg, resolve=True)  # type: ignore[assignment]
-    warm_up(plain.get("tracking"))  # MLflow loads in its own process while torch loads here
 
     from compress.cli.exits import fail
     from compress.errors import CompressError

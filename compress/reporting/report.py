@@ -101,9 +101,9 @@ def _client(uri: str) -> Any:
         raise ReportError(f"no MLflow store at {db} (nothing logged there yet?)")
     if db is not None and not _is_mlflow_db(db):
         raise ReportError(f"{db} is not an MLflow tracking database")
-    from mlflow import MlflowClient
+    from compress.tracking.store import open_client
 
-    return MlflowClient(tracking_uri=uri)
+    return open_client(uri)
 
 
 @contextlib.contextmanager

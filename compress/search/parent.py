@@ -10,7 +10,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -40,9 +39,8 @@ def parent_run(
     if not tracking.enabled:
         yield None
         return
-    from compress.tracking.run import PARENT_ENV, SWEEP_ENV, Run, TrackingError, flatten, worker_for
+    from compress.tracking.run import PARENT_ENV, SWEEP_ENV, Run, TrackingError, flatten, tag_run
 
-    worker = worker_for(str(tracking.uri))
     name = f"search {settings.study}"
     where = {"uri": tracking.uri, "experiment": tracking.experiment}
     known = study.user_attrs.get("mlflow.parent", {})
@@ -50,7 +48,7 @@ def parent_run(
     run_id = known.get("run_id") if {k: known.get(k) for k in where} == where else None
     try:
         if run_id is not None:  # the run may have been deleted: a failed write says so
-            worker.call("log_batch", run_id=run_id, tags=[[k, v] for k, v in tags.items()])
+            tag_run(tracking, run_id, tags)
     except TrackingError:
         run_id = None
     if run_id is None:
@@ -76,7 +74,7 @@ def parent_run(
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
-        worker.call("set_terminated", run_id=run_id, status=status)
+        Run.attach(tracking, run_id).end(status)
 
 
 def log_outcome(
@@ -87,16 +85,14 @@ def log_outcome(
     table: Path,
 ) -> None:
     """The study's counts and best trial on the parent run (step: trials held), and its CSV."""
-    from compress.tracking.run import worker_for
+    from compress.tracking.run import Run
 
-    worker = worker_for(str(tracking.uri))
+    run = Run.attach(tracking, run_id)
     counts, best = outcome(study)
     metrics = {f"search/{k}": float(v) for k, v in counts.items()}
     if best is not None:
         metrics |= {f"search/best_{k}": float(v) for k, v in figures[best.number].items()}
         best_tags = {"search.best_trial": best.number, "search.best_run": best.user_attrs["run_id"]}
-        worker.call("log_batch", run_id=run_id, tags=[[k, str(v)] for k, v in best_tags.items()])
-    now, step = int(time.time() * 1000), len(study.trials)
-    entries = [[k, v, now, step] for k, v in metrics.items()]
-    worker.call("log_batch", run_id=run_id, metrics=entries)
-    worker.call("log_artifact", run_id=run_id, path=str(table), folder=None)
+        run.set_tags({k: str(v) for k, v in best_tags.items()})
+    run.log_metrics(metrics, step=len(study.trials))
+    run.log_artifact(table)

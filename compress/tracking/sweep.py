@@ -66,13 +66,14 @@ class ParentRun(Callback):
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         if self.run_id is None or self.uri is None:
             return
-        from compress.tracking.run import worker_for
+        from compress.tracking.config import TrackingConfig
+        from compress.tracking.run import Run
 
         os.environ.pop(PARENT_ENV, None)
         os.environ.pop(SWEEP_ENV, None)
         if self.report_axis:
             self._report(self.uri, self.run_id, self.report_axis)
-        worker_for(self.uri).call("set_terminated", run_id=self.run_id, status="FINISHED")
+        Run.attach(TrackingConfig(uri=self.uri), self.run_id).end("FINISHED")
         self.run_id = None
 
     def _report(self, uri: str, run_id: str, axis: str) -> None:
