@@ -29,7 +29,8 @@ def linears(model: nn.Module) -> list[nn.Linear]:
 
 def test_model_names() -> None:
     assert model_names() == (
-        "lenet300", "lenet5", "mlp", "resnet20", "resnet56", "rnn", "small_cnn", "torchvision",
+        "custom", "lenet300", "lenet5", "mlp", "resnet20", "resnet56", "rnn", "small_cnn",
+        "torchvision",
     )  # fmt: skip
 
 
@@ -226,7 +227,7 @@ def test_target_builds_a_model_config_defined_elsewhere() -> None:
     assert "TwoLayerNet" not in model_names()
     assert "'widht'" in one_line_error({"_target_": target, "widht": 5}, DIGITS)
     assert "model.width" in one_line_error({"_target_": target, "width": "5"}, DIGITS)
-    assert "not a model config" in one_line_error({"_target_": "torch.nn.Linear"}, DIGITS)
+    assert "not a torch nn.Module" in one_line_error({"_target_": "fractions.Fraction"}, DIGITS)
     assert "cannot import" in one_line_error({"_target_": f"{__name__}.Missing"}, DIGITS)
 
 
