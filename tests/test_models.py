@@ -151,7 +151,7 @@ def one_line_error(cfg: dict, shape: tuple[int, ...], num_classes: int = 10) -> 
 
 def test_unknown_name() -> None:
     message = one_line_error({"name": "foo"}, DIGITS)
-    assert message.startswith("unknown model 'foo'; choose one of: lenet300, lenet5, mlp")
+    assert message.startswith("unknown model 'foo'; choose one of: custom, lenet300, lenet5, mlp")
     assert "no 'name'" in one_line_error({}, DIGITS)
 
 
@@ -192,9 +192,10 @@ def test_torchvision_errors() -> None:
     assert "unknown torchvision arch 'resnet81'" in message
     assert "resnet18" in message
     assert "list_models" in message
-    weights = one_line_error({"name": "torchvision", "weights": "IMAGENET1K_V1"}, CIFAR)
-    assert "IMAGENET1K_V1" in weights
-    assert "pretrained" in weights
+    weights = one_line_error({"name": "torchvision", "weights": "IMAGENET9K"}, CIFAR)
+    assert (
+        "neither a file nor a weight of resnet18 (its weights: DEFAULT, IMAGENET1K_V1)" in weights
+    )
     gray = one_line_error({"name": "torchvision", "arch": "resnet18"}, MNIST)
     assert gray.startswith("model 'torchvision' does not fit input shape (1, 28, 28): ")
 
