@@ -42,6 +42,20 @@ class Refuses(TinyNet):
         raise ValueError("width must be even")
 
 
+class WithGRU(nn.Module):
+    """Conv features read by a GRU: channel pruning cannot follow the GRU."""
+
+    def __init__(self, input_shape: tuple[int, ...], num_classes: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(input_shape[0], 8, 3, padding=1)
+        self.gru = nn.GRU(8, 8, batch_first=True)
+        self.fc = nn.Linear(8, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out, _ = self.gru(torch.relu(self.conv(x)).mean(-1).transpose(1, 2))
+        return self.fc(out[:, -1])
+
+
 class NotAModule:
     pass
 
@@ -201,6 +215,11 @@ def test_bad_model_class_is_one_line(tmp_path: Path, case: str) -> None:
 def test_bad_weights_are_one_line(tmp_path: Path, case: str) -> None:
     path, phrase = bad_weights(tmp_path)[case]
     assert_refused(tmp_path, [*CUSTOM, f"+model.weights={path}"], phrase)
+
+
+def test_channel_pruning_names_the_layer_it_cannot_follow(tmp_path: Path) -> None:
+    model = ["model=custom", f"model._target_={__name__}.WithGRU", "method=prune_channels"]
+    assert_refused(tmp_path, model, "the first layer it cannot follow: 'gru' (GRU)")
 
 
 def test_bad_weights_exit_2_from_the_command_line(
