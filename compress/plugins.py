@@ -19,7 +19,9 @@ key and the valid choices); what the plugin does is a method of that config clas
 from __future__ import annotations
 
 import importlib
+import os
 import pkgutil
+import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, Generic, TypeVar
@@ -88,11 +90,7 @@ class Registry(Generic[P]):
 
     def target(self, path: Any, where: str) -> type[P]:
         """The plugin class at the dotted import `path` (a `_target_`)."""
-        module, _, attr = str(path).rpartition(".")
-        try:
-            cls = getattr(importlib.import_module(module), attr)
-        except (ImportError, AttributeError, ValueError) as error:
-            raise ConfigError(f"{where}.{TARGET}: cannot import '{path}' ({error})") from error
+        cls = import_target(path, where)
         base = self._base()
         if not (isinstance(cls, type) and issubclass(cls, base)):
             raise ConfigError(
@@ -119,6 +117,22 @@ class Registry(Generic[P]):
         else:
             cls = self.get(values.pop("name", None))
         return from_mapping(cls, values, where)
+
+
+def import_target(path: Any, where: str) -> Any:
+    """The object at the dotted import `path` (a `_target_`), or a one-line ConfigError.
+
+    The working directory is importable too, as it is for `python -m`: a user's own module
+    next to their config works without setting PYTHONPATH.
+    """
+    module, _, attr = str(path).rpartition(".")
+    if "" not in sys.path and os.getcwd() not in sys.path:
+        sys.path.append(os.getcwd())
+    try:
+        return getattr(importlib.import_module(module), attr)
+    except Exception as error:  # a module that fails to import is bad input too
+        detail = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise ConfigError(f"{where}.{TARGET}: cannot import '{path}' ({detail})") from error
 
 
 def plain(value: Any) -> Any:

@@ -42,7 +42,10 @@ def test_every_option_composes_and_validates(tmp_path: Path, group: str, option:
     cfg = compose_config(tmp_path, f"{group}={option}")
     plan = Plan.from_config(cfg)
     assert plan.run_dir.is_absolute() and plan.outputs.is_absolute()
-    if group == "model":
+    if group == "model" and option == "custom":  # the user names the class
+        with pytest.raises(ConfigError, match=r"model\._target_=pkg\.module\.Class"):
+            build_model(cfg["model"], (1, 8, 8), 10)
+    elif group == "model":
         model = build_model(cfg["model"], TYPICAL_INPUT[option], 10)
         assert sum(p.numel() for p in model.parameters()) > 0
     if group == "tracking" and plan.tracking.enabled and plan.tracking.uri.startswith("sqlite"):

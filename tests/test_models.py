@@ -29,7 +29,8 @@ def linears(model: nn.Module) -> list[nn.Linear]:
 
 def test_model_names() -> None:
     assert model_names() == (
-        "lenet300", "lenet5", "mlp", "resnet20", "resnet56", "rnn", "small_cnn", "torchvision",
+        "custom", "lenet300", "lenet5", "mlp", "resnet20", "resnet56", "rnn", "small_cnn",
+        "torchvision",
     )  # fmt: skip
 
 
@@ -150,7 +151,7 @@ def one_line_error(cfg: dict, shape: tuple[int, ...], num_classes: int = 10) -> 
 
 def test_unknown_name() -> None:
     message = one_line_error({"name": "foo"}, DIGITS)
-    assert message.startswith("unknown model 'foo'; choose one of: lenet300, lenet5, mlp")
+    assert message.startswith("unknown model 'foo'; choose one of: custom, lenet300, lenet5, mlp")
     assert "no 'name'" in one_line_error({}, DIGITS)
 
 
@@ -191,9 +192,10 @@ def test_torchvision_errors() -> None:
     assert "unknown torchvision arch 'resnet81'" in message
     assert "resnet18" in message
     assert "list_models" in message
-    weights = one_line_error({"name": "torchvision", "weights": "IMAGENET1K_V1"}, CIFAR)
-    assert "IMAGENET1K_V1" in weights
-    assert "pretrained" in weights
+    weights = one_line_error({"name": "torchvision", "weights": "IMAGENET9K"}, CIFAR)
+    assert (
+        "neither a file nor a weight of resnet18 (its weights: DEFAULT, IMAGENET1K_V1)" in weights
+    )
     gray = one_line_error({"name": "torchvision", "arch": "resnet18"}, MNIST)
     assert gray.startswith("model 'torchvision' does not fit input shape (1, 28, 28): ")
 
@@ -226,7 +228,7 @@ def test_target_builds_a_model_config_defined_elsewhere() -> None:
     assert "TwoLayerNet" not in model_names()
     assert "'widht'" in one_line_error({"_target_": target, "widht": 5}, DIGITS)
     assert "model.width" in one_line_error({"_target_": target, "width": "5"}, DIGITS)
-    assert "not a model config" in one_line_error({"_target_": "torch.nn.Linear"}, DIGITS)
+    assert "not a torch nn.Module" in one_line_error({"_target_": "fractions.Fraction"}, DIGITS)
     assert "cannot import" in one_line_error({"_target_": f"{__name__}.Missing"}, DIGITS)
 
 

@@ -40,6 +40,28 @@ def classifier(model: nn.Module, example: torch.Tensor) -> nn.Module:
     return calls[-1]
 
 
+#: Layers whose channels Torch-Pruning knows how to follow.
+_FOLLOWED = (*PRUNABLE_TYPES, nn.modules.batchnorm._BatchNorm, nn.LayerNorm, nn.GroupNorm, nn.PReLU)
+
+
+def untraceable(model: nn.Module, error: Exception) -> ConfigError:
+    """One line naming the layer channel pruning cannot follow (the first with parameters
+    of a kind it does not know, or a parameter used outside any layer)."""
+    odd = [
+        f"'{path}' ({type(module).__name__})" if path else f"a parameter of {type(module).__name__}"
+        for path, module in model.named_modules()
+        if any(True for _ in module.parameters(recurse=False)) and not isinstance(module, _FOLLOWED)
+    ]
+    odd.sort(key=lambda text: text.startswith("a parameter"))  # layers before raw parameters
+    where = f"; the first layer it cannot follow: {odd[0]}" if odd else ""
+    detail = str(error).splitlines()[0] if str(error) else ""
+    return ConfigError(
+        f"method 'prune_channels' cannot trace this model's channel dependencies "
+        f"({type(error).__name__}: {detail}){where}; use unstructured pruning (method=prune) "
+        "or method.ignore the layers around it"
+    )
+
+
 def write_table(path: Path, original: dict[str, int], kept: dict[str, int]) -> Path:
     """Per-layer CSV: layer, original output channels/features, kept, share removed."""
     with path.open("w", newline="") as f:

@@ -30,7 +30,7 @@ from torch.nn import functional as F
 from compress.config import require
 from compress.errors import ConfigError
 from compress.methods.base import MethodConfig, MethodContext, Stage, StageBase
-from compress.methods.channel_layers import classifier, out_channels, write_table
+from compress.methods.channel_layers import classifier, out_channels, untraceable, write_table
 from compress.methods.masks import PRUNABLE_TYPES, matching
 from compress.models.eval_mode import eval_mode
 
@@ -288,4 +288,9 @@ class ChannelStage(StageBase):
 def prune_channels(
     model: nn.Module, config: ChannelPruning, context: MethodContext
 ) -> ChannelStage:
-    return ChannelStage(model, config, context)
+    try:
+        return ChannelStage(model, config, context)
+    except ConfigError:
+        raise
+    except Exception as error:  # Torch-Pruning could not follow the model's graph
+        raise untraceable(model, error) from error

@@ -16,6 +16,7 @@ from torch import nn
 from compress.errors import ConfigError
 from compress.models.base import parse_model
 from compress.models.eval_mode import eval_mode
+from compress.models.load_state import load_into
 
 log = logging.getLogger(__name__)
 
@@ -23,12 +24,18 @@ _DRY_BATCH = 2
 
 
 def build_model(
-    cfg: Mapping[str, Any], input_shape: tuple[int, ...], num_classes: int
+    cfg: Mapping[str, Any],
+    input_shape: tuple[int, ...],
+    num_classes: int,
+    *,
+    load_weights: bool = False,
 ) -> nn.Module:
     """Build the model `cfg` names (`name` or `_target_`, the rest its options), on CPU,
     in train mode.
 
-    Weights come from torch's global RNG, so the caller's seed makes the build reproducible.
+    Weights come from torch's global RNG, so the caller's seed makes the build reproducible;
+    with `load_weights` the config's `weights` (if any) replace them. Rebuilding a saved
+    artifact does not load them: its own state follows.
     """
     config = parse_model(cfg)
     shape = _check_shape(input_shape)
@@ -36,6 +43,13 @@ def build_model(
         raise ConfigError(f"num_classes must be a positive integer, got {num_classes!r}")
     name = config.label()
     model = config.build(shape, num_classes)
+    if load_weights:
+        state = config.pretrained_state()
+        if state is not None:
+            where = f"model.weights '{config.weights}'"
+            load_into(
+                model, state, num_classes=num_classes, reset_head=config.reset_head, where=where
+            )
     _dry_run(name, model, shape, num_classes)
     log.debug(
         "built model %s for input %s: %d parameters",
@@ -44,6 +58,11 @@ def build_model(
         sum(p.numel() for p in model.parameters()),
     )
     return model
+
+
+def weights_key(cfg: Mapping[str, Any]) -> str | None:
+    """What identifies the weights `cfg` loads (a hash of the file), for cache keys."""
+    return parse_model(cfg).weights_identity()
 
 
 def _check_shape(input_shape: tuple[int, ...]) -> tuple[int, ...]:

@@ -41,8 +41,10 @@ def baseline_key(
     seed: int,
     runtime: RuntimeConfig,
     device: torch.device,
+    weights: str | None = None,
 ) -> str:
-    """Hex digest of what determines the baseline's weights (data by its fingerprint)."""
+    """Hex digest of what determines the baseline's weights (data by its fingerprint, the
+    weights it starts from by `weights`, a hash of their file)."""
     identity = {
         "format": FORMAT,
         "model": dict(model_config),
@@ -52,6 +54,8 @@ def baseline_key(
         "device": device.type,
         "amp": runtime.amp and device.type == "cuda",
     }
+    if weights is not None:  # absent otherwise: the keys of baselines cached before stay
+        identity["weights"] = weights
     blob = json.dumps(identity, sort_keys=True, default=str).encode()
     return hashlib.sha256(blob).hexdigest()[:24]
 

@@ -48,7 +48,7 @@ def run(cfg: Mapping[str, Any], *, tags: Mapping[str, str] | None = None) -> Res
     data = load_dataset(plan.dataset, device)
     # 2. the baseline's architecture, and a dry run of everything that could refuse the config
     torch.manual_seed(plan.seed)
-    model = build_model(plan.model, data.input_shape, data.num_classes)
+    model = build_model(plan.model, data.input_shape, data.num_classes, load_weights=True)
     context = MethodContext(data.input_shape, data, plan.finetune.batch_size)
     check_plan(plan, model, data, context)
     model = model.to(device)

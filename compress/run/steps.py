@@ -20,7 +20,7 @@ from compress.distill.setup import check_distill, teacher_from_artifact
 from compress.distill.teacher import Teacher
 from compress.measure import count_params
 from compress.methods import MethodConfig, MethodContext, Stage, Step, apply_steps
-from compress.models import build_model
+from compress.models import build_model, weights_key
 from compress.run.baseline import Baseline, baseline_key, load_or_train
 from compress.run.plan import Plan
 from compress.schedules import Finetune, ScheduleContext, parse_schedule
@@ -68,9 +68,11 @@ class TrainedBaseline:
 def trained_baseline(
     model: nn.Module, plan: Plan, data: DataBundle, device: torch.device
 ) -> TrainedBaseline:
-    """Fill `model` (built from `plan.model`) with its trained weights, from the cache or
-    by training."""
-    key = baseline_key(plan.model, data, plan.train, plan.seed, plan.runtime, device)
+    """Fill `model` (built from `plan.model`, with its `weights` loaded) with its trained
+    weights, from the cache or by training on from those it holds."""
+    key = baseline_key(
+        plan.model, data, plan.train, plan.seed, plan.runtime, device, weights_key(plan.model)
+    )
     cache = load_or_train(
         model,
         data,
@@ -99,7 +101,9 @@ def prepare_teacher(
     elif config.teacher is not None:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(plan.seed)
-            model = build_model(config.teacher, data.input_shape, data.num_classes).to(device)
+            model = build_model(
+                config.teacher, data.input_shape, data.num_classes, load_weights=True
+            ).to(device)
         with observing(phase="teacher"):
             size = trained_baseline(
                 model, dataclasses.replace(plan, model=dict(config.teacher)), data, device
