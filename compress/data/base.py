@@ -18,6 +18,7 @@ import torch
 
 from compress.config import require
 from compress.data.bundle import RawData
+from compress.data.normalize import AUTO, NormalizeValue, check_normalize
 from compress.errors import ConfigError
 from compress.plugins import TARGET, Plugin, Registry
 
@@ -33,8 +34,10 @@ class DatasetConfig(Plugin):
     val_fraction: float = 0.1
     split_seed: int = 0
     train_subset: int | None = None
+    normalize: NormalizeValue = AUTO
 
     def __post_init__(self) -> None:
+        check_normalize(self.normalize)
         if self.root is not None:
             object.__setattr__(self, "root", Path(self.root).expanduser().resolve())
         require(
