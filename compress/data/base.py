@@ -28,6 +28,9 @@ class DatasetConfig(Plugin):
     """The keys of every dataset; subclasses add their own and say how to load the samples."""
 
     registry: ClassVar[Registry[DatasetConfig]] = Registry("dataset", "compress.data")
+    #: A dataset whose `_target_` names something else than its config class (`custom`: the
+    #: user's factory) takes it into this field; None: `_target_` names a DatasetConfig.
+    target_key: ClassVar[str | None] = None
 
     root: str | Path | None = None
     download: bool = False
@@ -68,10 +71,14 @@ def dataset_names() -> tuple[str, ...]:
 def parse_dataset(section: Mapping[str, Any]) -> DatasetConfig:
     """The validated config of the dataset `section` names, or a one-line ConfigError.
 
-    A null value means "unset": the default applies.
+    A null value means "unset": the default applies. `_target_` names a DatasetConfig
+    subclass, except for a dataset with a `target_key` (`custom`), which takes it as a value.
     """
     values = {key: value for key, value in section.items() if value is not None}
     registry = DatasetConfig.registry
+    named = registry.get(values["name"]) if values.get("name") in registry.names() else None
+    if named is not None and named.target_key is not None and TARGET in values:
+        values[named.target_key] = values.pop(TARGET)  # `dataset=custom dataset._target_=...`
     if TARGET in values:
         cls = registry.target(values[TARGET], "dataset")
     else:
