@@ -5,12 +5,13 @@ without any import list), or anywhere else through `_target_`.
 """
 
 from compress.data.base import DatasetConfig, dataset_names, parse_dataset
-from compress.data.bundle import DataBundle, RawData, Split
+from compress.data.bundle import DataBundle, Normalization, RawData, Split
 from compress.data.load import load_dataset
 
 __all__ = [
     "DataBundle",
     "DatasetConfig",
+    "Normalization",
     "RawData",
     "Split",
     "dataset_names",

@@ -18,6 +18,7 @@ import torch
 
 from compress.config import require
 from compress.data.bundle import RawData
+from compress.data.normalize import AUTO, NormalizeValue, check_normalize
 from compress.errors import ConfigError
 from compress.plugins import TARGET, Plugin, Registry
 
@@ -27,14 +28,19 @@ class DatasetConfig(Plugin):
     """The keys of every dataset; subclasses add their own and say how to load the samples."""
 
     registry: ClassVar[Registry[DatasetConfig]] = Registry("dataset", "compress.data")
+    #: A dataset whose `_target_` names something else than its config class (`custom`: the
+    #: user's factory) takes it into this field; None: `_target_` names a DatasetConfig.
+    target_key: ClassVar[str | None] = None
 
     root: str | Path | None = None
     download: bool = False
     val_fraction: float = 0.1
     split_seed: int = 0
     train_subset: int | None = None
+    normalize: NormalizeValue = AUTO
 
     def __post_init__(self) -> None:
+        check_normalize(self.normalize)
         if self.root is not None:
             object.__setattr__(self, "root", Path(self.root).expanduser().resolve())
         require(
@@ -65,10 +71,14 @@ def dataset_names() -> tuple[str, ...]:
 def parse_dataset(section: Mapping[str, Any]) -> DatasetConfig:
     """The validated config of the dataset `section` names, or a one-line ConfigError.
 
-    A null value means "unset": the default applies.
+    A null value means "unset": the default applies. `_target_` names a DatasetConfig
+    subclass, except for a dataset with a `target_key` (`custom`), which takes it as a value.
     """
     values = {key: value for key, value in section.items() if value is not None}
     registry = DatasetConfig.registry
+    named = registry.get(values["name"]) if values.get("name") in registry.names() else None
+    if named is not None and named.target_key is not None and TARGET in values:
+        values[named.target_key] = values.pop(TARGET)  # `dataset=custom dataset._target_=...`
     if TARGET in values:
         cls = registry.target(values[TARGET], "dataset")
     else:

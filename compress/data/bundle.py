@@ -21,8 +21,25 @@ class Split:
 
 
 @dataclass(frozen=True)
+class Normalization:
+    """What was applied to pixels in [0, 1]: ``(x - mean) / std`` per channel.
+
+    ``mode`` is ``auto`` (the train split's own statistics), ``none`` (mean 0, std 1: nothing
+    applied) or ``explicit`` (the config's values).
+    """
+
+    mode: str
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+
+@dataclass(frozen=True)
 class DataBundle:
-    """Everything a run needs about its data; ``fingerprint`` ties logged results to exact data."""
+    """Everything a run needs about its data; ``fingerprint`` ties logged results to exact data.
+
+    ``class_names[i]`` names label ``i``; ``normalization`` holds the values really applied
+    (the computed ones for ``auto``), so weights trained elsewhere can be fed alike.
+    """
 
     name: str
     train: Split
@@ -31,6 +48,8 @@ class DataBundle:
     input_shape: tuple[int, ...]
     num_classes: int
     fingerprint: str
+    class_names: tuple[str, ...] = ()
+    normalization: Normalization = Normalization("auto", (), ())
 
 
 @dataclass(frozen=True)
@@ -39,6 +58,8 @@ class RawData:
 
     Images stay uint8 (or float for generated data) on the CPU until the very end so that carving,
     hashing and the device transfer move as few bytes as possible; ``scale`` maps them to [0, 1].
+    A source with its own val split (an image folder's ``val/``) sets ``x_val``/``y_val``; the
+    others leave them None and val is carved from train. ``class_names`` default to "0", "1", ...
     """
 
     x_train: torch.Tensor
@@ -47,3 +68,6 @@ class RawData:
     y_test: torch.Tensor
     num_classes: int
     scale: float
+    class_names: tuple[str, ...] | None = None
+    x_val: torch.Tensor | None = None
+    y_val: torch.Tensor | None = None

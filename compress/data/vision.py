@@ -114,7 +114,10 @@ def load_vision_raw(name: str, root: Path | None, download: bool) -> RawData:
     test = _construct(dataset_class, name, root, folder, train=False)
     x_train, y_train = _as_tensors(train)
     x_test, y_test = _as_tensors(test)
-    return RawData(x_train, y_train, x_test, y_test, layout.num_classes, scale=1.0 / 255.0)
+    names = tuple(str(c) for c in getattr(test, "classes", ())) or None  # "0 - zero", "cat"...
+    return RawData(
+        x_train, y_train, x_test, y_test, layout.num_classes, scale=1.0 / 255.0, class_names=names
+    )
 
 
 def _download(dataset_class: type, name: str, root: Path, folder: Path, layout: Layout) -> Any:

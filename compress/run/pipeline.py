@@ -62,7 +62,7 @@ def run(cfg: Mapping[str, Any], *, tags: Mapping[str, str] | None = None) -> Res
 
     progress = Progress(enabled=plan.runtime.progress)
     with progress, Tracker(plan, run_tags) as tracker, observing(progress, tracker):
-        tracker.started(cfg, data.fingerprint, device)
+        tracker.started(cfg, data, device)
         # 2. the baseline, trained or from the cache, and what analyses find in it
         with observing(phase="baseline"):
             baseline = trained_baseline(model, plan, data, device)

@@ -21,6 +21,7 @@ import yaml
 
 from compress.analysis import AnalysisResult
 from compress.config import from_mapping
+from compress.data import DataBundle
 from compress.errors import AlreadyFinished, CompressError
 from compress.run.baseline import Baseline
 from compress.run.plan import Plan
@@ -65,10 +66,11 @@ class Tracker:
 
     # -- the steps report
 
-    def started(self, cfg: Mapping[str, Any], fingerprint: str, device: torch.device) -> None:
-        """The config (params, and config.yaml as an artifact) and where the job runs."""
+    def started(self, cfg: Mapping[str, Any], data: DataBundle, device: torch.device) -> None:
+        """The config (params, and config.yaml as an artifact), the data's own record (see
+        `data_tags`) and where the job runs."""
         self._run.log_params(flatten(cfg))
-        self._run.set_tags({"data.fingerprint": fingerprint, "device": device.type, **provenance()})
+        self._run.set_tags({**data_tags(data), "device": device.type, **provenance()})
         path = self.plan.run_dir / "config.yaml"
         path.write_text(yaml.safe_dump(dict(cfg), sort_keys=False))
         self._run.log_artifact(path)
@@ -120,6 +122,30 @@ class Tracker:
 
     def fit_done(self) -> None:
         pass
+
+
+# -- the data's record: what the config alone does not say
+
+
+#: MLflow keeps tag values up to 8000 characters; a long class list is cut below that.
+_TAG_LIMIT = 5000
+
+
+def data_tags(data: DataBundle) -> dict[str, str]:
+    """Fingerprint, the normalisation really applied (auto's computed mean and std) and the
+    class names (label i is the i-th), as `data.*` tags."""
+    norm = data.normalization
+    names = json.dumps(list(data.class_names))
+    if len(names) > _TAG_LIMIT:
+        names = names[: _TAG_LIMIT - 3] + "..."
+    return {
+        "data.fingerprint": data.fingerprint,
+        "data.normalize": norm.mode,
+        "data.normalize.mean": json.dumps([round(v, 6) for v in norm.mean]),
+        "data.normalize.std": json.dumps([round(v, 6) for v in norm.std]),
+        "data.num_classes": str(data.num_classes),
+        "data.class_names": names,
+    }
 
 
 def skip_if_finished(tracking: TrackingConfig, digest: str) -> None:
