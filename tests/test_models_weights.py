@@ -3,8 +3,6 @@
 
 from __future__ import annotations
 
-import json
-import struct
 from pathlib import Path
 
 import pytest
@@ -102,18 +100,10 @@ def test_own_model_yaml_through_config_dir(
 
 
 def save_safetensors(state: dict[str, torch.Tensor], path: Path) -> None:
-    """The documented safetensors layout, written by hand (the package is not a dependency)."""
-    header: dict[str, object] = {}
-    blobs, offset = [], 0
-    for name, tensor in state.items():
-        blob = tensor.detach().contiguous().cpu().numpy().tobytes()
-        dtype = {torch.float32: "F32", torch.int64: "I64"}[tensor.dtype]
-        span = [offset, offset + len(blob)]
-        header[name] = {"dtype": dtype, "shape": list(tensor.shape), "data_offsets": span}
-        blobs.append(blob)
-        offset += len(blob)
-    encoded = json.dumps(header).encode()
-    path.write_bytes(struct.pack("<Q", len(encoded)) + encoded + b"".join(blobs))
+    """The file as the maintained library writes it."""
+    from safetensors.torch import save_file
+
+    save_file({k: v.contiguous() for k, v in state.items()}, str(path))
 
 
 def trained_elsewhere(tmp_path: Path) -> tuple[TinyNet, dict[str, Path]]:

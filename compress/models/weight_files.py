@@ -14,7 +14,6 @@ from typing import Any
 import torch
 
 from compress.errors import ConfigError
-from compress.models.safetensors_file import read_safetensors
 
 #: Where checkpoints (Lightning, plain training scripts) keep the model's state.
 CHECKPOINT_KEYS = ("state_dict", "model", "model_state_dict")
@@ -44,9 +43,12 @@ def read_state(path: str, prefix: str | None = None) -> dict[str, torch.Tensor]:
     file = weights_path(path)
     where = f"model.weights '{path}'"
     if file.suffix == ".safetensors":
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
         try:
-            payload: Any = read_safetensors(file)
-        except (ValueError, KeyError, TypeError) as error:
+            payload: Any = load_file(file)
+        except (SafetensorError, OSError) as error:
             raise ConfigError(f"{where} is not a safetensors file ({error})") from error
     else:
         payload = _torch_load(file, where)
