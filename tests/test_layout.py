@@ -117,6 +117,22 @@ def test_no_import_circle() -> None:
         walk(name, [])
 
 
+def package(module: str) -> str:
+    parts = module.split(".")
+    return parts[1] if len(parts) > 2 or (PACKAGE / parts[-1]).is_dir() else module
+
+
+def test_no_circle_between_packages() -> None:
+    """Package to package too: `tracking` may not use `reporting` while `reporting` uses
+    `tracking` (each package's modules taken together)."""
+    edges: dict[str, set[str]] = {}
+    for source, targets in graph().items():
+        edges.setdefault(package(source), set()).update(package(t) for t in targets)
+    for source, targets in edges.items():
+        for target in targets - {source}:
+            assert source not in edges.get(target, set()), f"{source} <-> {target}"
+
+
 def test_the_pipeline_does_not_dispatch_on_plugin_types() -> None:
     for path in (PACKAGE / "run").glob("*.py"):
         for node in ast.walk(ast.parse(path.read_text())):

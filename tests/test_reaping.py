@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from compress.reporting import report
+from compress.cli.report import main as report_main
 from compress.tracking.process import Owner, process_start
 from compress.tracking.reaper import REAPED_TAG
 from compress.tracking.store import open_client
@@ -125,7 +125,7 @@ def test_kill_9_of_a_jobs_process_group_then_a_report_leaves_the_run_killed(
     assert before.info.status == "RUNNING"  # nobody ended it: its process died at once
     assert before.data.tags["compress.pid"] == str(job.pid)
 
-    report.main(["compress", "--uri", f"sqlite:///{tmp_path / 'mlflow.db'}"])
+    report_main(["compress", "--uri", f"sqlite:///{tmp_path / 'mlflow.db'}"])
 
     (after,) = mlflow_runs(tmp_path)
     assert after.info.run_id == before.info.run_id

@@ -1,7 +1,7 @@
 """Reports of MLflow runs: open the store, read a target's jobs, aggregate, write, log.
 
 `build_report` is what `compress-report TARGET` does (`compress.cli.report`), and
-`report_for_parent` what a sweep does when it ends (`compress.tracking.sweep`): FINISHED
+`report_for_parent` what a sweep does when it ends (`compress.cli.sweep_callback`): FINISHED
 runs are grouped into configurations (`compress.reporting.aggregate`), each giving mean ±
 std of accuracy and of the axis over its seeds, the Pareto front over those means marked;
 failed and killed runs are listed with their errors. Writes report.csv, report.md and
