@@ -15,7 +15,9 @@ from compress.run.pipeline import Plan
 from compress.tracking.config import TrackingConfig
 from tests.support import compose_config
 
-GROUPS = ("model", "dataset", "method", "schedule", "tracking", "analysis", "distill")
+GROUPS = (
+    "model", "dataset", "method", "schedule", "tracking", "analysis", "distill", "augment",
+)  # fmt: skip
 
 #: An input shape each model is meant for.
 TYPICAL_INPUT = {

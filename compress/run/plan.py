@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from collections.abc import Mapping
@@ -19,6 +20,7 @@ from compress.measure.config import MeasureConfig
 from compress.methods import MethodConfig, parse_method
 from compress.schedules import ScheduleConfig, parse_schedule
 from compress.tracking.config import TrackingConfig
+from compress.train.augment import AugmentConfig, NoAugment, parse_augment
 from compress.train.recipe import RuntimeConfig, TrainRecipe
 
 
@@ -40,6 +42,8 @@ class Plan:
     run_dir: Path
     analysis: AnalysisConfig
     distill: DistillConfig | None = None
+    #: Training-batch augmentation; `train` and `finetune` carry it to `fit`.
+    augment: AugmentConfig = dataclasses.field(default_factory=NoAugment)
 
     @classmethod
     def from_config(cls, cfg: Mapping[str, Any]) -> Plan:
@@ -50,14 +54,17 @@ class Plan:
         for key in ("outputs", "run_dir"):
             require(key in paths, f"paths.{key} is required")
             require(paths[key].is_absolute(), f"paths.{key} must be absolute, got {paths[key]}")
+        augment = parse_augment(cfg.get("augment"))
+        train = TrainRecipe.parse(schedule.get("train"), "schedule.train")
+        finetune = TrainRecipe.parse(schedule.get("finetune"), "schedule.finetune")
         return cls(
             seed=int(cfg.get("seed", 0)),
             model=dict(cfg["model"]),
             dataset=dict(cfg["dataset"]),
             method=parse_method(cfg["method"]),
             schedule=parse_schedule(schedule),
-            train=TrainRecipe.parse(schedule.get("train"), "schedule.train"),
-            finetune=TrainRecipe.parse(schedule.get("finetune"), "schedule.finetune"),
+            train=dataclasses.replace(train, augment=augment),
+            finetune=dataclasses.replace(finetune, augment=augment),
             runtime=from_mapping(RuntimeConfig, cfg.get("runtime"), "runtime"),
             measure=from_mapping(MeasureConfig, cfg.get("measure"), "measure"),
             tracking=from_mapping(TrackingConfig, cfg.get("tracking"), "tracking"),
@@ -65,6 +72,7 @@ class Plan:
             run_dir=paths["run_dir"],
             analysis=parse_analysis(cfg.get("analysis")),
             distill=DistillConfig.parse(cfg.get("distill")),
+            augment=augment,
         )
 
     def tags(self) -> dict[str, str]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import logging
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +27,8 @@ from compress.run.plan import Plan
 from compress.schedules import Finetune, ScheduleContext, parse_schedule
 from compress.train.callbacks import observing
 from compress.train.loop import accuracy
+
+log = logging.getLogger(__name__)
 
 
 def check_plan(plan: Plan, model: nn.Module, data: DataBundle, context: MethodContext) -> None:
@@ -147,7 +150,13 @@ def compress(
                 plan.distill, teacher, stage.training_module(model), data.input_shape,
                 recipe.label_smoothing,
             )  # fmt: skip
-            if plan.distill.cache_teacher:
+            if plan.distill.cache_teacher and recipe.augment.enabled:
+                log.info(
+                    "distill.cache_teacher is off: augment=%s changes every training batch, "
+                    "so the teacher runs on the augmented batch",
+                    recipe.augment.name,
+                )
+            elif plan.distill.cache_teacher:
                 teacher.cache_train(data.train.x)
         # The configured schedule drives the first step; later ones are one-shot.
         schedule = plan.schedule if index == 0 else parse_schedule({"name": "oneshot"})

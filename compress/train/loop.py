@@ -118,12 +118,18 @@ def fit(
     optimizer step; when it returns True the parameters were replaced (channels
     removed) and the optimizer is rebuilt over the new ones. `stop_after` ends training
     after that many epochs of the recipe (its learning-rate schedule unchanged).
-    `objective` replaces cross-entropy (its own parameters are trained too). Progress is
+    `objective` replaces cross-entropy (its own parameters are trained too). The recipe's
+    `augment` transforms each training batch (seeded from `seed` too). Progress is
     reported to the callbacks active here (`compress.train.callbacks.observing`).
     """
     torch.manual_seed(seed)
     shuffle = torch.Generator().manual_seed(seed)
     device = data.train.x.device
+    augment = recipe.augment if recipe.augment.enabled else None
+    if augment is not None:
+        augment.check(tuple(data.train.x.shape))
+        # On the data's device, so that the random offsets are drawn where they are used.
+        augment_rng = torch.Generator(device=device).manual_seed(seed)
     step_model = torch.compile(model) if runtime.compile else model
     extra = list(objective.parameters()) if objective is not None else []
     optimizer = make_optimizer(model, recipe, extra)
@@ -145,6 +151,8 @@ def fit(
         correct = torch.zeros((), device=device, dtype=torch.long)
         for step, idx in enumerate(batches(n, recipe.batch_size, shuffle), start=1):
             x, y = x_all[idx], y_all[idx]
+            if augment is not None:
+                x = prepare_inputs(augment.apply(x, augment_rng), runtime)
             with autocast(runtime, device):
                 if objective is None:
                     logits = step_model(x)

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any, Self
 
 from compress.config import from_mapping, require
+from compress.train.augment import AugmentConfig, NoAugment
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
 LR_SCHEDULES = ("constant", "cosine", "step")
@@ -31,6 +32,8 @@ class TrainRecipe:
     #: Network slimming (Liu et al. 2017): L1 penalty on batch-norm scales (gamma),
     #: pushing unimportant channels toward zero so `bn_scale` importance can remove them.
     bn_l1: float = 0.0
+    #: Training-batch augmentation: the top-level `augment` group (set by `Plan`).
+    augment: AugmentConfig = field(default_factory=NoAugment)
     where: str = field(default="schedule", compare=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -64,11 +67,23 @@ class TrainRecipe:
     def parse(cls, values: Mapping[str, Any] | None, where: str) -> Self:
         values = dict(values or {})
         require("epochs" in values, f"{where}.epochs is required")
+        require(
+            "augment" not in values,
+            f"{where}.augment: augmentation is the top-level augment group (augment=shift)",
+        )
         return from_mapping(cls, {**values, "where": where}, where)
 
     def key(self) -> dict[str, Any]:
-        """The fields that determine the trained weights (for cache keys)."""
-        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.compare}
+        """The fields that determine the trained weights (for cache keys); `augment` only
+        when it is on, so that keys of runs without augmentation stay as they were."""
+        key = {
+            f.name: getattr(self, f.name)
+            for f in dataclasses.fields(self)
+            if f.compare and f.name != "augment"
+        }
+        if self.augment.enabled:
+            key["augment"] = self.augment.key()
+        return key
 
 
 @dataclass(frozen=True)
