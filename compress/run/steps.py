@@ -40,6 +40,7 @@ def check_plan(plan: Plan, model: nn.Module, data: DataBundle, context: MethodCo
         check_distill(plan.distill, plan.method, dry_stage, dry_model, model, data)
     steps_per_epoch = math.ceil(len(data.train) / plan.finetune.batch_size)
     plan.schedule.check(plan.method, plan.finetune, steps_per_epoch)
+    plan.augment.check((len(data.train), *data.input_shape))
 
 
 def save(
