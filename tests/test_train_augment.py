@@ -15,6 +15,7 @@ from compress.errors import ConfigError
 from compress.models import build_model
 from compress.run.baseline import baseline_key
 from compress.run.pipeline import Plan, run
+from compress.run.plan import config_hash
 from compress.train.augment import AugmentConfig, NoAugment, parse_augment
 from compress.train.loop import accuracy, fit
 from compress.train.recipe import RuntimeConfig, TrainRecipe
@@ -130,6 +131,13 @@ def test_baseline_key_changes_with_augment_only_when_on(data: DataBundle) -> Non
     shift = dataclasses.replace(base, augment=parse_augment({"name": "shift"}))
     wider = dataclasses.replace(base, augment=parse_augment({"name": "shift", "pixels": 3}))
     assert len({key(base), key(shift), key(wider)}) == 3
+
+
+def test_config_hash_is_unchanged_for_none(tmp_path: Path) -> None:
+    cfg = compose_config(tmp_path)
+    before = {k: v for k, v in cfg.items() if k != "augment"}
+    assert config_hash(cfg) == config_hash(before)
+    assert config_hash(compose_config(tmp_path, "augment=shift")) != config_hash(cfg)
 
 
 def test_plan_carries_augment_to_both_recipes(tmp_path: Path) -> None:

@@ -105,6 +105,8 @@ class Result:
 def config_hash(cfg: Mapping[str, Any]) -> str:
     """What identifies an experiment: its resolved config without the run's own folder."""
     plain = {k: v for k, v in cfg.items() if k != "paths"}
+    if dict(plain.get("augment") or {}).get("name", "none") == "none":
+        plain.pop("augment", None)  # the hashes of runs from before the group stay
     plain["paths"] = {k: v for k, v in dict(cfg.get("paths", {})).items() if k != "run_dir"}
     blob = json.dumps(plain, sort_keys=True, default=str).encode()
     return hashlib.sha256(blob).hexdigest()[:24]
