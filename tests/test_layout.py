@@ -30,6 +30,7 @@ LAYERS = {
     "config": 0,
     "errors": 0,
     "plugins": 0,
+    "downloads": 0,
     "__main__": 6,
 }
 

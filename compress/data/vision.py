@@ -5,9 +5,6 @@ default (digits) run should not pay.
 """
 
 import logging
-import socket
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -17,6 +14,7 @@ import torch
 
 from compress.data.base import DatasetConfig
 from compress.data.bundle import RawData
+from compress.downloads import socket_timeout
 from compress.errors import ConfigError, DatasetMissingError
 
 logger = logging.getLogger(__name__)
@@ -124,7 +122,7 @@ def _download(dataset_class: type, name: str, root: Path, folder: Path, layout: 
     """Let torchvision fetch the files; any failure (e.g. offline) becomes a one-line error."""
     logger.info("dataset '%s': downloading into %s", name, root)
     try:
-        with _socket_timeout(_DOWNLOAD_SOCKET_TIMEOUT_S):
+        with socket_timeout(_DOWNLOAD_SOCKET_TIMEOUT_S):
             return dataset_class(root=str(root), train=True, download=True)
     except Exception as exc:
         missing = [f for f in layout.files if not (folder / f).is_file()]
@@ -160,14 +158,3 @@ def _as_tensors(dataset: Any) -> tuple[torch.Tensor, torch.Tensor]:
 def _one_line(exc: BaseException, limit: int = 200) -> str:
     text = " ".join(str(exc).split()) or type(exc).__name__
     return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-@contextmanager
-def _socket_timeout(seconds: float) -> Iterator[None]:
-    """torchvision opens URLs without a timeout; bound stalls so an offline download fails."""
-    previous = socket.getdefaulttimeout()
-    socket.setdefaulttimeout(seconds)
-    try:
-        yield
-    finally:
-        socket.setdefaulttimeout(previous)

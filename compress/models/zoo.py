@@ -8,10 +8,7 @@ adds seconds to start-up, and most runs use the small built-in models.
 
 from __future__ import annotations
 
-import contextlib
 import difflib
-import socket
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -19,6 +16,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
+from compress.downloads import socket_timeout
 from compress.errors import ConfigError
 from compress.models.base import ModelConfig, Preprocessing
 
@@ -83,7 +81,7 @@ class TorchvisionConfig(ModelConfig):
         folder = Path(torch.hub.get_dir()) / "checkpoints"
         file = weights.url.rpartition("/")[2]
         try:
-            with _socket_timeout(_DOWNLOAD_TIMEOUT_S):
+            with socket_timeout(_DOWNLOAD_TIMEOUT_S):
                 return weights.get_state_dict(progress=False, check_hash=True, weights_only=True)
         except Exception as error:  # offline, a proxy, a corrupt cached file
             detail = str(error).splitlines()[0] if str(error) else type(error).__name__
@@ -110,14 +108,3 @@ class TorchvisionConfig(ModelConfig):
             resize=tuple(int(v) for v in transform.resize_size),
             crop=tuple(int(v) for v in transform.crop_size),
         )
-
-
-@contextlib.contextmanager
-def _socket_timeout(seconds: float) -> Iterator[None]:
-    """torch.hub opens URLs without a timeout; bound stalls so an offline download fails."""
-    previous = socket.getdefaulttimeout()
-    socket.setdefaulttimeout(seconds)
-    try:
-        yield
-    finally:
-        socket.setdefaulttimeout(previous)
