@@ -75,3 +75,24 @@ def run_cli(main: Any, argv: list[str], capsys: pytest.CaptureFixture[str]) -> t
         sys.argv = argv_before
     captured = capsys.readouterr()
     return code, captured.out, captured.err
+
+
+def assert_refused_before_training(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, overrides: list[str], message: str
+) -> None:
+    """`run` on fake data with `overrides` raises a one-line ConfigError holding `message`,
+    trains no baseline, writes no run folder or cache and leaves no FINISHED run."""
+    from compress.errors import ConfigError
+    from compress.run.pipeline import run
+
+    def no_training(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError("the baseline was trained")
+
+    monkeypatch.setattr("compress.run.steps.load_or_train", no_training)
+    cfg = compose_config(tmp_path, *QUICK, "dataset=fake", *overrides)
+    with pytest.raises(ConfigError) as error:
+        run(cfg)
+    assert message in str(error.value)
+    assert "\n" not in str(error.value)
+    assert not (tmp_path / "run").exists() and not (tmp_path / "cache").exists()
+    assert not any(r.info.status == "FINISHED" for r in mlflow_runs(tmp_path))

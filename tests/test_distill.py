@@ -39,7 +39,7 @@ from compress.models import build_model
 from compress.run.pipeline import Result, run
 from compress.train.loop import accuracy, fit
 from compress.train.recipe import RuntimeConfig, TrainRecipe
-from tests.support import QUICK, compose_config, mlflow_runs
+from tests.support import QUICK, assert_refused_before_training, compose_config, mlflow_runs
 
 FAKE = ["dataset=fake", "tracking=none"]
 OPTIONS = ["none", "kd", "fitnets", "attention", "relational"]
@@ -547,18 +547,7 @@ def test_bad_input_fails_before_training(
     for name, path in teacher_files.items():  # <name>: the path of that teacher file
         overrides = [o.replace(f"<{name}>", str(path)) for o in overrides]
         message = message.replace(f"<{name}>", str(path))
-
-    def no_training(*args: Any, **kwargs: Any) -> None:
-        raise AssertionError("the baseline was trained")
-
-    monkeypatch.setattr("compress.run.steps.load_or_train", no_training)
-    cfg = compose_config(tmp_path, *QUICK, "dataset=fake", *overrides)
-    with pytest.raises(ConfigError) as error:
-        run(cfg)
-    assert message in str(error.value)
-    assert "\n" not in str(error.value)
-    assert not (tmp_path / "run").exists() and not (tmp_path / "cache").exists()
-    assert not any(r.info.status == "FINISHED" for r in mlflow_runs(tmp_path))
+    assert_refused_before_training(tmp_path, monkeypatch, list(overrides), message)
 
 
 @pytest.mark.parametrize("option", ["fitnets", "attention"])

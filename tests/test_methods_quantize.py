@@ -34,7 +34,7 @@ from compress.schedules import ScheduleContext
 from compress.schedules.oneshot import OneShot
 from compress.train.loop import accuracy
 from compress.train.recipe import RuntimeConfig, TrainRecipe
-from tests.support import QUICK, compose_config, mlflow_runs
+from tests.support import QUICK, assert_refused_before_training, compose_config, mlflow_runs
 
 COMPRESS = str(Path(sys.executable).with_name("compress"))
 FAKE = ["dataset=fake", "tracking=none"]
@@ -471,18 +471,7 @@ def test_bad_input_fails_before_training(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, case: str
 ) -> None:
     overrides, message = BAD_INPUTS[case]
-
-    def no_training(*args: Any, **kwargs: Any) -> None:
-        raise AssertionError("the baseline was trained")
-
-    monkeypatch.setattr("compress.run.steps.load_or_train", no_training)
-    cfg = compose_config(tmp_path, *QUICK, "dataset=fake", *overrides)
-    with pytest.raises(ConfigError) as error:
-        run(cfg)
-    assert message in str(error.value)
-    assert "\n" not in str(error.value)
-    assert not (tmp_path / "run").exists() and not (tmp_path / "cache").exists()
-    assert not any(r.info.status == "FINISHED" for r in mlflow_runs(tmp_path))
+    assert_refused_before_training(tmp_path, monkeypatch, list(overrides), message)
 
 
 def test_int8_stage_must_be_the_last_of_a_stack() -> None:
