@@ -11,12 +11,12 @@ import torch
 import torch.nn.functional as F
 
 from compress.data import DataBundle
+from compress.data.augment import AugmentConfig, NoAugment, parse_augment
 from compress.errors import ConfigError
 from compress.models import build_model
 from compress.run.baseline import baseline_key
 from compress.run.pipeline import Plan, run
 from compress.run.plan import config_hash
-from compress.train.augment import AugmentConfig, NoAugment, parse_augment
 from compress.train.loop import accuracy, fit
 from compress.train.recipe import RuntimeConfig, TrainRecipe
 from tests.support import QUICK, compose_config

@@ -38,9 +38,27 @@ class DatasetConfig(Plugin):
     split_seed: int = 0
     train_subset: int | None = None
     normalize: NormalizeValue = AUTO
+    #: `auto`: in memory when all splits fit in `memory_limit_gb` as float32 on the device,
+    #: else streamed through a DataLoader; true / false force one or the other.
+    in_memory: bool | str = "auto"
+    memory_limit_gb: float = 4.0
+    #: DataLoader worker processes of the streamed path (0: read in the main process).
+    workers: int = 2
 
     def __post_init__(self) -> None:
         check_normalize(self.normalize)
+        require(
+            self.in_memory in (True, False, "auto"),
+            f"dataset.in_memory must be auto, true or false; got {self.in_memory!r}",
+        )
+        require(
+            math.isfinite(self.memory_limit_gb) and self.memory_limit_gb > 0,
+            f"dataset.memory_limit_gb must be > 0; got {self.memory_limit_gb!r}",
+        )
+        require(
+            isinstance(self.workers, int) and self.workers >= 0,
+            f"dataset.workers must be an integer >= 0; got {self.workers!r}",
+        )
         if self.root is not None:
             object.__setattr__(self, "root", Path(self.root).expanduser().resolve())
         require(
@@ -61,6 +79,12 @@ class DatasetConfig(Plugin):
     def load_raw(self, generator: torch.Generator) -> RawData:
         """The official train and test samples; `generator` drives any random choice."""
         raise NotImplementedError(f"{type(self).__qualname__} does not define load_raw()")
+
+    def should_stream(self, count: int, image_shape: tuple[int, ...]) -> bool:
+        """Whether `count` images of `image_shape` are streamed (see `in_memory`)."""
+        if self.in_memory != "auto":
+            return not self.in_memory
+        return count * math.prod(image_shape) * 4 > self.memory_limit_gb * 1024**3
 
 
 def dataset_names() -> tuple[str, ...]:

@@ -1,23 +1,59 @@
 """Containers that cross module boundaries: what loaders produce and what callers receive."""
 
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, NamedTuple, Protocol
 
 import torch
 
+if TYPE_CHECKING:
+    from compress.data.augment import AugmentConfig
 
-@dataclass(frozen=True)
-class Split:
-    """One split as whole tensors, so training loops index them directly instead of a DataLoader.
 
-    ``x`` is float32 (N, C, H, W), already normalised; ``y`` is int64 (N,); both on the target
-    device.
-    """
+class Batch(NamedTuple):
+    """One batch on the split's device: normalised float inputs, int64 labels, and the rows
+    of the split they are (on the CPU; what per-row caches such as the teacher's index)."""
 
     x: torch.Tensor
     y: torch.Tensor
+    idx: torch.Tensor
 
+
+class Batches(Protocol):
+    """What a split's `loader` returns: each iteration is one epoch of batches (a fresh order
+    when shuffled), and `len` is the number of batches per epoch."""
+
+    def __iter__(self) -> Iterator[Batch]: ...
+
+    def __len__(self) -> int: ...
+
+
+class Split(ABC):
+    """One split, in memory (`TensorSplit`: whole tensors, batches are index slices) or
+    streamed (`StreamedSplit`: a DataLoader). Every consumer takes batches from `loader`."""
+
+    #: Where the batches are.
+    device: torch.device
+    #: The shape of one input, e.g. (C, H, W).
+    image_shape: tuple[int, ...]
+
+    @abstractmethod
     def __len__(self) -> int:
-        return int(self.y.shape[0])
+        """The number of samples."""
+
+    @abstractmethod
+    def loader(
+        self,
+        batch_size: int,
+        *,
+        seed: int | None = None,
+        augment: AugmentConfig | None = None,
+    ) -> Batches:
+        """Batches of `batch_size`, in row order, or shuffled (and `augment`ed, for training)
+        from `seed`: the same seed gives the same batches on either kind of split."""
 
 
 @dataclass(frozen=True)

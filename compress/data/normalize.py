@@ -8,7 +8,7 @@ one per channel (e.g. the statistics the weights one loads were trained with).
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import torch
@@ -61,23 +61,57 @@ def salt(value: NormalizeValue) -> str:
     return f"|normalize:{[float(v) for v in value['mean']]}:{[float(v) for v in value['std']]}"
 
 
-def statistics(value: NormalizeValue, train_x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-channel (1, C, 1, ...) mean and std to apply, from `train_x` scaled to [0, 1]."""
-    channels = int(train_x.shape[1])
-    shape = [1, channels, *([1] * (train_x.dim() - 2))]
-    if value == AUTO:
-        dims = [d for d in range(train_x.dim()) if d != 1]
-        mean = train_x.mean(dim=dims, keepdim=True)
-        std = train_x.std(dim=dims, keepdim=True, correction=0)
-        return mean, torch.where(std > 1e-6, std, torch.ones_like(std))  # constant: centre only
-    if value == NONE:
-        zeros = torch.zeros(shape, dtype=train_x.dtype, device=train_x.device)
-        return zeros, torch.ones_like(zeros)
-    assert isinstance(value, Mapping)
+def channel_moments(
+    chunks: Iterable[torch.Tensor], scale: float
+) -> tuple[list[float], list[float]]:
+    """Per-channel mean and std (population) of images (N, C, ...) times `scale`, summed in
+    float64 over `chunks`: the in-memory and the streamed path get the very same values."""
+    total: torch.Tensor | None = None
+    squares: torch.Tensor | None = None
+    count = 0
+    for chunk in chunks:
+        dims = [d for d in range(chunk.dim()) if d != 1]
+        values = chunk.to(torch.float64) * scale
+        part, part_sq = values.sum(dim=dims), values.square().sum(dim=dims)
+        total = part if total is None else total + part
+        squares = part_sq if squares is None else squares + part_sq
+        count += chunk.numel() // chunk.shape[1]
+    if total is None or squares is None or count == 0:
+        raise ConfigError("dataset.normalize=auto needs train images; the train split is empty")
+    mean = total / count
+    std = (squares / count - mean.square()).clamp_min(0).sqrt()
+    std = torch.where(std > 1e-6, std, torch.ones_like(std))  # a constant channel: centre only
+    return [float(v) for v in mean], [float(v) for v in std]
+
+
+def statistics(
+    value: NormalizeValue,
+    channels: int,
+    train_chunks: Callable[[], Iterable[torch.Tensor]],
+    scale: float,
+) -> Normalization:
+    """What to apply: for `auto`, the moments of the train images `train_chunks()` yields
+    (in their source dtype, `scale` maps them to [0, 1]); for the others, no pass at all."""
     check_channels(value, channels)
-    mean = torch.tensor(value["mean"], dtype=train_x.dtype, device=train_x.device).view(shape)
-    std = torch.tensor(value["std"], dtype=train_x.dtype, device=train_x.device).view(shape)
-    return mean, std
+    if value == AUTO:
+        mean, std = channel_moments(train_chunks(), scale)
+        return Normalization(AUTO, tuple(mean), tuple(std))
+    if value == NONE:
+        return Normalization(NONE, (0.0,) * channels, (1.0,) * channels)
+    assert isinstance(value, Mapping)
+    mean = tuple(float(v) for v in value["mean"])
+    return Normalization("explicit", mean, tuple(float(v) for v in value["std"]))
+
+
+def as_tensors(
+    normalization: Normalization, dims: int, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and std as float32 (1, C, 1, ...) tensors for images of `dims` dimensions."""
+    shape = [1, len(normalization.mean), *([1] * (dims - 2))]
+    return tuple(  # type: ignore[return-value]
+        torch.tensor(values, dtype=torch.float32, device=device).view(shape)
+        for values in (normalization.mean, normalization.std)
+    )
 
 
 def check_channels(value: NormalizeValue, channels: int) -> None:
@@ -87,13 +121,6 @@ def check_channels(value: NormalizeValue, channels: int) -> None:
             f"dataset.normalize has {len(value['mean'])} mean/std values but the images have "
             f"{channels} channel(s); give one per channel"
         )
-
-
-def described(value: NormalizeValue, mean: torch.Tensor, std: torch.Tensor) -> Normalization:
-    """The record of what was applied, as plain floats."""
-    mode = value if isinstance(value, str) else "explicit"
-    as_floats = [tuple(float(v) for v in t.flatten().tolist()) for t in (mean, std)]
-    return Normalization(mode, as_floats[0], as_floats[1])
 
 
 def _finite(value: Any) -> bool:

@@ -1,40 +1,34 @@
-"""Carve val and the train subset, fingerprint the result, normalise with train statistics."""
+"""Carve val and the train subset, fingerprint the result, normalise the in-memory splits."""
 
 import hashlib
+from collections.abc import Iterator
 
 import numpy as np
 import torch
 
-from compress.data.bundle import Normalization, RawData, Split
-from compress.data.normalize import (
-    AUTO,
-    NONE,
-    NormalizeValue,
-    check_channels,
-    described,
-    statistics,
-)
+from compress.data.bundle import Normalization, RawData
+from compress.data.normalize import as_tensors
+from compress.data.tensors import TensorSplit
 from compress.errors import ConfigError
 
 # (images, labels) in the compact source dtype, before scaling and normalisation.
 Pair = tuple[torch.Tensor, torch.Tensor]
 
 
-def carve(
-    raw: RawData,
+def carve_rows(
+    total: int,
+    own_val: bool,
     val_fraction: float,
     train_subset: int | None,
     generator: torch.Generator,
-) -> dict[str, Pair]:
-    """Split the official train part into train and val by one seeded shuffle.
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The rows of the official train part that form train and val, by one seeded shuffle.
 
     Val is carved before the subset is taken, so ``train_subset`` never changes the val set and
     quick runs stay comparable with full ones. A source with its own val split keeps it
-    (`val_fraction` is then not used); train is still shuffled the same way.
+    (`val_fraction` is then not used; val rows are empty); train is still shuffled alike.
     """
-    total = len(raw.y_train)
     order = torch.randperm(total, generator=generator)
-    own_val = raw.x_val is not None and raw.y_val is not None
     n_val = 0 if own_val else round(val_fraction * total)
     train_idx = order[n_val:]
     if len(train_idx) == 0:
@@ -48,7 +42,12 @@ def carve(
                 "samples left after carving val; lower it or set it to null"
             )
         train_idx = train_idx[:train_subset]
-    val_idx = order[:n_val]
+    return train_idx, order[:n_val]
+
+
+def carve(raw: RawData, train_idx: torch.Tensor, val_idx: torch.Tensor) -> dict[str, Pair]:
+    """The train, val and test samples of `raw`, by the rows `carve_rows` chose."""
+    own_val = raw.x_val is not None and raw.y_val is not None
     val = (raw.x_val, raw.y_val) if own_val else (raw.x_train[val_idx], raw.y_train[val_idx])
     return {
         "train": (raw.x_train[train_idx], raw.y_train[train_idx]),
@@ -71,19 +70,23 @@ def fingerprint(name: str, splits: dict[str, Pair], extra: str = "") -> str:
 
 
 def normalise(
-    splits: dict[str, Pair], scale: float, device: torch.device, normalize: NormalizeValue = AUTO
-) -> tuple[dict[str, Split], Normalization]:
-    """Move once, scale pixels to [0, 1], then apply `normalize` (by default, standardise each
-    channel with train statistics); also return the values applied.
+    splits: dict[str, Pair], scale: float, device: torch.device, normalization: Normalization
+) -> dict[str, TensorSplit]:
+    """Move once, scale pixels to [0, 1], then apply `normalization` (see `statistics`).
 
     The compact (uint8) tensors cross to the device, so the transfer is as small as it can be.
     """
-    check_channels(normalize, int(splits["train"][0].shape[1]))
-    moved = {
-        key: (x.to(device).to(torch.float32).mul_(scale), y.to(device, torch.int64))
-        for key, (x, y) in splits.items()
-    }
-    mean, std = statistics(normalize, moved["train"][0])
-    if normalize != NONE:
-        moved = {key: (x.sub_(mean).div_(std), y) for key, (x, y) in moved.items()}
-    return {key: Split(x, y) for key, (x, y) in moved.items()}, described(normalize, mean, std)
+    dims = splits["train"][0].dim()
+    mean, std = as_tensors(normalization, dims, device)
+    black = -mean / std
+    final = {}
+    for key, (x, y) in splits.items():
+        moved = x.to(device).to(torch.float32).mul_(scale).sub_(mean).div_(std)
+        final[key] = TensorSplit(moved, y.to(device, torch.int64), black)
+    return final
+
+
+def chunks(x: torch.Tensor, size: int = 4096) -> Iterator[torch.Tensor]:
+    """`x` in row chunks (for passes that should not copy it whole)."""
+    for start in range(0, len(x), size):
+        yield x[start : start + size]

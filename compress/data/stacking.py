@@ -8,7 +8,6 @@ same `datasets()` and hand them to a DataLoader instead.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 
@@ -38,13 +37,16 @@ class DatasetsConfig(DatasetConfig):
         raise NotImplementedError(f"{type(self).__qualname__} does not define datasets()")
 
     def load_raw(self, generator: torch.Generator) -> RawData:
-        found = self.datasets()
-        where = f"dataset '{self.label()}'"
-        splits = {"train": found.train, "test": found.test}
-        if found.val is not None:
-            splits["val"] = found.val
-        stacked = {key: stack(ds, key, where) for key, ds in splits.items()}
-        return raw_data(stacked, found.class_names, where)
+        return stacked_raw(self.datasets(), f"dataset '{self.label()}'")
+
+
+def stacked_raw(found: Datasets, where: str) -> RawData:
+    """Every item of every split of `found`, read once and stacked into tensors."""
+    splits = {"train": found.train, "test": found.test}
+    if found.val is not None:
+        splits["val"] = found.val
+    stacked = {key: stack(ds, key, where) for key, ds in splits.items()}
+    return raw_data(stacked, found.class_names, where)
 
 
 def stack(dataset: Dataset, split: str, where: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -60,7 +62,7 @@ def stack(dataset: Dataset, split: str, where: str) -> tuple[torch.Tensor, torch
     images: torch.Tensor | None = None
     labels = torch.empty(count, dtype=torch.int64)
     for index in range(count):
-        image, label = _item(dataset, split, index, where, name)
+        image, label = read_item(dataset, split, index, where)
         if images is None:
             images = torch.empty((count, *image.shape), dtype=image.dtype)
         elif image.shape != images.shape[1:] or image.dtype != images.dtype:
@@ -83,9 +85,10 @@ def item_name(dataset: Dataset, split: str, index: int) -> str:
     return f"{split} item {index}"
 
 
-def _item(
-    dataset: Dataset, split: str, index: int, where: str, name: Callable[[str, int], str]
-) -> tuple[torch.Tensor, int]:
+def read_item(dataset: Dataset, split: str, index: int, where: str) -> tuple[torch.Tensor, int]:
+    """Item `index` as a (C, H, W) uint8 or float image and an int label; anything else is a
+    one-line ConfigError naming the item (its file, for a folder dataset)."""
+    name = partial(item_name, dataset)
     try:
         item = dataset[index]
     except Exception as error:  # a user's Dataset or a file: any failure is reported alike

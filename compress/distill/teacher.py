@@ -1,8 +1,8 @@
 """The teacher: a frozen model whose outputs on the train split are computed once.
 
-Our data path has no random augmentation, so the teacher sees the same train images in
-every epoch; its logits (and the features its taps record) are computed once, kept on
-the device, and looked up by row. `forward_batches` counts the batches the teacher
+Without augmentation the teacher sees the same train images in every epoch, in memory or
+streamed; its logits (and the features its taps record) are computed once, kept on the
+device, and looked up by row. `forward_batches` counts the batches the teacher
 actually ran, so a cache that is not used shows.
 """
 
@@ -14,6 +14,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from compress.data import Split
 from compress.distill.config import LOGITS
 from compress.distill.taps import recording
 from compress.models.eval_mode import model_device
@@ -40,10 +41,11 @@ class Teacher:
         if taps != self.taps:
             self.taps, self.cache = taps, None
 
-    def cache_train(self, x: torch.Tensor) -> None:
-        """Compute the outputs on every train row once (if they fit in memory)."""
+    def cache_train(self, split: Split) -> None:
+        """Compute the outputs on every train row once (if they fit in memory); only for
+        deterministic batches (no augmentation), which the caller checks."""
         if self.cache is None:
-            self.cache = self._cached(x)
+            self.cache = self._cached(split)
 
     @torch.no_grad()
     def run(self, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -63,17 +65,19 @@ class Teacher:
         idx = idx.to(logits.device)
         return logits[idx], {k: v[idx] for k, v in features.items()}
 
-    def _cached(self, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]] | None:
-        first_logits, first = self.run(x[:2])
-        per_row = sum(f[0].numel() * 4 for f in first.values()) + first_logits[0].numel() * 4
-        if per_row * len(x) > CACHE_LIMIT_BYTES:
+    def _cached(self, split: Split) -> tuple[torch.Tensor, dict[str, torch.Tensor]] | None:
+        batches = iter(split.loader(self.batch_size))
+        first = next(batches)
+        parts = [self.run(first.x)]
+        per_row = sum(f[0].numel() * 4 for f in parts[0][1].values()) + parts[0][0][0].numel() * 4
+        if per_row * len(split) > CACHE_LIMIT_BYTES:
             log.info(
                 "teacher: outputs too large to cache (%d MB); recomputed each step",
-                per_row * len(x) // 2**20,
+                per_row * len(split) // 2**20,
             )
             return None
-        parts = [self.run(x[i : i + self.batch_size]) for i in range(0, len(x), self.batch_size)]
+        parts += [self.run(batch.x) for batch in batches]
         logits = torch.cat([p[0] for p in parts])
         features = {t: torch.cat([p[1][t] for p in parts]) for t in self.taps}
-        log.info("teacher: outputs on %d train rows computed once and cached", len(x))
+        log.info("teacher: outputs on %d train rows computed once and cached", len(split))
         return logits, features

@@ -18,7 +18,7 @@ import sys
 import time
 import uuid
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -30,7 +30,13 @@ from compress.models.eval_mode import eval_mode
 if TYPE_CHECKING:
     import onnxruntime
 
-__all__ = ["ExportUnsupported", "export_onnx", "onnx_latency_ms", "onnx_predict"]
+__all__ = [
+    "ExportUnsupported",
+    "export_onnx",
+    "onnx_accuracy",
+    "onnx_latency_ms",
+    "onnx_predict",
+]
 
 INPUT_NAME = "input"
 OUTPUT_NAME = "logits"
@@ -121,6 +127,16 @@ def onnx_latency_ms(
 def onnx_predict(path: Path, x: torch.Tensor) -> torch.Tensor:
     """The exported model's output (logits) for the batch `x`, as a CPU float tensor."""
     return _run(_session(path), x)
+
+
+def onnx_accuracy(path: Path, batches: Iterable[tuple[torch.Tensor, torch.Tensor, Any]]) -> float:
+    """Top-1 accuracy of the exported model over `batches` of (x, y, ...), one session."""
+    session = _session(path)
+    correct = total = 0
+    for x, y, *_ in batches:
+        correct += int(_run(session, x).argmax(1).eq(y.cpu()).sum())
+        total += len(y)
+    return correct / total if total else float("nan")
 
 
 # -- exporting ------------------------------------------------------------------------------

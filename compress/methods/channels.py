@@ -226,16 +226,14 @@ class ChannelStage(StageBase):
         """Accumulate dL/dw over `taylor_batches` random training batches (eval mode, so
         batch-norm statistics and dropout stay as they are)."""
         train = self.context.data.train  # type: ignore[union-attr]  (checked in __init__)
-        size = self.context.batch_size
-        generator = torch.Generator().manual_seed(self.config.seed + self.pruner.current_step)
-        order = torch.randperm(len(train.y), generator=generator)
-        chunks = order[: size * self.config.taylor_batches].split(size)
+        seed = self.config.seed + self.pruner.current_step
+        loader = train.loader(self.context.batch_size, seed=seed)
+        count = min(self.config.taylor_batches, len(loader))
         self.model.zero_grad(set_to_none=True)
         with eval_mode(self.model):
-            for idx in chunks:
-                idx = idx.to(train.x.device)
-                loss = F.cross_entropy(self.model(train.x[idx]), train.y[idx])
-                (loss / len(chunks)).backward()
+            for _, (x, y, _) in zip(range(count), loader, strict=False):
+                loss = F.cross_entropy(self.model(x), y)
+                (loss / count).backward()
 
     def update(self, progress: float) -> bool:
         progress = min(max(float(progress), 0.0), 1.0)

@@ -177,9 +177,8 @@ class Int8Stage(StageBase):
             assert data is not None
             calibrate(
                 self.prepared,
-                data.train.x,
+                data.train.loader(self.context.batch_size),
                 self.config.calibration_batches,  # type: ignore[union-attr]
-                self.context.batch_size,
             )
         else:
             self.zeros = _zero_masks(self.prepared)

@@ -21,22 +21,12 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
+from compress.data.preprocess import Preprocessing
 from compress.errors import ConfigError
 from compress.plugins import TARGET, Plugin, Registry, import_target
 
 #: The options every model takes, beside its own.
 WEIGHT_OPTIONS = ("weights", "weights_prefix", "reset_head")
-
-
-@dataclass(frozen=True)
-class Preprocessing:
-    """How inputs must look for a model's weights (torchvision's weight transforms): the
-    data side resizes to `resize`, centre-crops to `crop` and normalises with mean/std."""
-
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
-    resize: tuple[int, ...] | None = None
-    crop: tuple[int, ...] | None = None
 
 
 @dataclass(frozen=True)

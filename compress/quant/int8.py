@@ -19,7 +19,7 @@ import copy
 import fnmatch
 import warnings
 from collections import OrderedDict
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -183,12 +183,13 @@ def rebuild(model: nn.Module, recipe: Mapping[str, Any], input_shape: tuple[int,
 
 
 @torch.no_grad()
-def calibrate(prepared: nn.Module, x: torch.Tensor, batches: int, batch_size: int) -> None:
-    """Run `batches` batches of `x` through a prepared model so its observers see data."""
+def calibrate(prepared: nn.Module, loader: Iterable[Any], batches: int) -> None:
+    """Run the first `batches` batches of `loader` (each `(x, ...)`) through a prepared model
+    so its observers see data."""
     prepared.eval()
     device = model_device(prepared)
-    for start in range(0, min(len(x), batches * batch_size), batch_size):
-        prepared(x[start : start + batch_size].to(device))
+    for _, batch in zip(range(batches), loader, strict=False):
+        prepared(batch[0].to(device))
 
 
 def _dynamic_rnns(model: nn.Module) -> dict[str, nn.Module]:

@@ -21,7 +21,7 @@ from compress.artifact.store import load_artifact
 from compress.data import DataBundle, load_dataset
 from compress.measure import ProbeContext, compare, measure_models, run_probes
 from compress.methods import MethodContext, Stage
-from compress.models import build_model
+from compress.models import build_model, parse_model
 from compress.run.plan import Plan, Result, config_hash
 from compress.run.steps import (
     check_plan,
@@ -44,8 +44,8 @@ def run(cfg: Mapping[str, Any], *, tags: Mapping[str, str] | None = None) -> Res
     if plan.runtime.threads:
         torch.set_num_threads(plan.runtime.threads)
 
-    # 1. data
-    data = load_dataset(plan.dataset, device)
+    # 1. data, as the model's weights expect it where they say (torchvision's transforms)
+    data = load_dataset(plan.dataset, device, parse_model(plan.model).preprocessing())
     # 2. the baseline's architecture, and a dry run of everything that could refuse the config
     torch.manual_seed(plan.seed)
     model = build_model(plan.model, data.input_shape, data.num_classes, load_weights=True)

@@ -14,13 +14,13 @@ import torch
 
 from compress.analysis import AnalysisConfig, parse_analysis
 from compress.config import from_mapping, require
+from compress.data.augment import AugmentConfig, NoAugment, parse_augment
 from compress.distill.config import DistillConfig
 from compress.measure import Measurement
 from compress.measure.config import MeasureConfig
 from compress.methods import MethodConfig, parse_method
 from compress.schedules import ScheduleConfig, parse_schedule
 from compress.tracking.config import TrackingConfig
-from compress.train.augment import AugmentConfig, NoAugment, parse_augment
 from compress.train.recipe import RuntimeConfig, TrainRecipe
 
 

@@ -158,7 +158,7 @@ def compress(
                     recipe.augment.name,
                 )
             elif plan.distill.cache_teacher:
-                teacher.cache_train(data.train.x)
+                teacher.cache_train(data.train)
         # The configured schedule drives the first step; later ones are one-shot.
         schedule = plan.schedule if index == 0 else parse_schedule({"name": "oneshot"})
         schedule_context = ScheduleContext(

@@ -60,7 +60,7 @@ class LotteryTicket(ScheduleConfig):
         if self.reinit:
             return model.state_dict()
         model.load_state_dict(context.initial_state)
-        model = model.to(context.data.train.x.device)
+        model = model.to(context.data.train.device)
         if self.rewind_epoch > 0:
             if context.baseline_recipe is None:
                 raise ValueError("late rewinding needs the baseline's training recipe")

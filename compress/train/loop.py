@@ -1,4 +1,4 @@
-"""Training and evaluation on device-resident tensors: batches are index slices."""
+"""Training and evaluation: one loop over the batches of a split, in memory or streamed."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import contextlib
 import logging
 import math
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from typing import Protocol
 
 import torch
@@ -68,13 +68,6 @@ def autocast(runtime: RuntimeConfig, device: torch.device) -> contextlib.Abstrac
     return contextlib.nullcontext()
 
 
-def batches(n: int, batch_size: int, generator: torch.Generator | None) -> Iterator[torch.Tensor]:
-    """Index slices over `n` samples, shuffled when a generator is given."""
-    order = torch.randperm(n, generator=generator) if generator is not None else torch.arange(n)
-    for start in range(0, n, batch_size):
-        yield order[start : start + batch_size]
-
-
 def prepare_inputs(x: torch.Tensor, runtime: RuntimeConfig) -> torch.Tensor:
     if runtime.channels_last and x.dim() == 4:
         return x.contiguous(memory_format=torch.channels_last)
@@ -86,17 +79,21 @@ def predict(model: nn.Module, x: torch.Tensor, batch_size: int = 1024) -> torch.
     """Logits for every row of `x`, in eval mode; each module's mode is restored after."""
     where = model_device(model)
     with eval_mode(model):
-        return torch.cat(
-            [model(x[idx].to(where)).to(x.device) for idx in batches(len(x), batch_size, None)]
-        )
+        parts = [x[i : i + batch_size] for i in range(0, len(x), batch_size)]
+        return torch.cat([model(part.to(where)).to(x.device) for part in parts])
 
 
+@torch.inference_mode()
 def accuracy(model: nn.Module, split: Split, batch_size: int = 1024) -> float:
-    """Top-1 accuracy of `model` on `split`, in [0, 1]."""
-    if len(split.y) == 0:
+    """Top-1 accuracy of `model` on `split`, in [0, 1]; each module's mode is restored."""
+    if len(split) == 0:
         return float("nan")
-    correct = predict(model, split.x, batch_size).argmax(1).eq(split.y).sum()
-    return correct.item() / len(split.y)
+    where = model_device(model)
+    correct = torch.zeros((), dtype=torch.long, device=split.device)
+    with eval_mode(model):
+        for x, y, _ in split.loader(batch_size):
+            correct += model(x.to(where)).argmax(1).to(y.device).eq(y).sum()
+    return correct.item() / len(split)
 
 
 def fit(
@@ -123,24 +120,21 @@ def fit(
     reported to the callbacks active here (`compress.train.callbacks.observing`).
     """
     torch.manual_seed(seed)
-    shuffle = torch.Generator().manual_seed(seed)
-    device = data.train.x.device
+    device = data.train.device
     augment = recipe.augment if recipe.augment.enabled else None
     if augment is not None:
-        augment.check(tuple(data.train.x.shape))
-        # On the data's device, so that the random offsets are drawn where they are used.
-        augment_rng = torch.Generator(device=device).manual_seed(seed)
+        augment.check((len(data.train), *data.train.image_shape))
+    loader = data.train.loader(recipe.batch_size, seed=seed, augment=augment)
     step_model = torch.compile(model) if runtime.compile else model
     extra = list(objective.parameters()) if objective is not None else []
     optimizer = make_optimizer(model, recipe, extra)
     loss_fn = nn.CrossEntropyLoss(label_smoothing=recipe.label_smoothing)
-    x_all, y_all = prepare_inputs(data.train.x, runtime), data.train.y
-    n = len(y_all)
+    n = len(data.train)
     history: list[EpochStats] = []
     epochs = min(recipe.epochs, stop_after or recipe.epochs)
     callbacks, phase = active()
     for callback in callbacks:
-        callback.fit_started(phase, label, epochs, math.ceil(n / recipe.batch_size))
+        callback.fit_started(phase, label, epochs, len(loader))
     model.train()
     for epoch in range(epochs):
         started = time.perf_counter()
@@ -149,10 +143,8 @@ def fit(
             group["lr"] = lr
         loss_sum = torch.zeros((), device=device)
         correct = torch.zeros((), device=device, dtype=torch.long)
-        for step, idx in enumerate(batches(n, recipe.batch_size, shuffle), start=1):
-            x, y = x_all[idx], y_all[idx]
-            if augment is not None:
-                x = prepare_inputs(augment.apply(x, augment_rng), runtime)
+        for step, (x, y, idx) in enumerate(loader, start=1):
+            x = prepare_inputs(x, runtime)
             with autocast(runtime, device):
                 if objective is None:
                     logits = step_model(x)

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any, Self
 
 from compress.config import from_mapping, require
-from compress.train.augment import AugmentConfig, NoAugment
+from compress.data.augment import AugmentConfig, NoAugment
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
 LR_SCHEDULES = ("constant", "cosine", "step")

@@ -13,8 +13,8 @@ from pathlib import Path
 from compress.measure.onnx_runtime import (
     ExportUnsupported,
     export_onnx,
+    onnx_accuracy,
     onnx_latency_ms,
-    onnx_predict,
 )
 from compress.measure.probes.base import ProbeConfig, ProbeContext, ProbeResult
 
@@ -62,7 +62,7 @@ class OnnxRuntime(ProbeConfig):
             metrics[f"onnx/latency_ms/b{batch}"] = ms
             metrics[f"baseline/onnx/latency_ms/b{batch}"] = latency["baseline"][batch]
             metrics[f"speedup/onnx/b{batch}"] = latency["baseline"][batch] / ms
-        logits = onnx_predict(files["compressed"], data.test.x.cpu())
-        metrics["onnx/acc"] = logits.argmax(1).eq(data.test.y.cpu()).float().mean().item()
+        test = data.test.loader(settings.eval_batch_size)
+        metrics["onnx/acc"] = onnx_accuracy(files["compressed"], test)
         files["baseline"].unlink(missing_ok=True)
         return ProbeResult(metrics=metrics, files=[(files["compressed"], "model")])

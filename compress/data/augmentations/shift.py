@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
 from compress.config import require
-from compress.train.augment import AugmentConfig, random_crop
+from compress.data.augment import AugmentConfig, random_crop
 
 
 @dataclass(frozen=True)
@@ -22,3 +23,8 @@ class Shift(AugmentConfig):
 
     def apply(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         return random_crop(x, self.pixels, generator)
+
+    def transforms(self, size: tuple[int, int]) -> list[Any]:
+        from torchvision.transforms import v2
+
+        return [v2.RandomCrop(list(size), padding=self.pixels, fill=0)] if self.pixels else []

@@ -1,8 +1,10 @@
-"""Training-batch augmentation (one `Plugin` each), applied on the device by `fit`.
+"""Training-batch augmentation (one `Plugin` each), applied by a split's training loader.
 
-Each option transforms a whole batch with batched tensor ops on the batch's own device,
-drawing its randomness from the generator `fit` seeds, so the same seed gives the same
-augmented batches. Evaluation (accuracy, predict, validation) never sees it.
+Each option says how to transform a whole in-memory batch with batched tensor ops on the
+batch's own device (`apply`, randomness from the generator the loader seeds, so the same seed
+gives the same augmented batches), and which torchvision transforms v2 do the same to one
+streamed image in a DataLoader worker (`transforms`). Both see pixels where 0 is black, so
+padding is black on either path. Evaluation (accuracy, predict, validation) never sees it.
 """
 
 from __future__ import annotations
@@ -22,9 +24,7 @@ from compress.plugins import Plugin, Registry
 class AugmentConfig(Plugin):
     """Base of the `augment` options: `apply` transforms one training batch."""
 
-    registry: ClassVar[Registry[AugmentConfig]] = Registry(
-        "augment", "compress.train.augmentations"
-    )
+    registry: ClassVar[Registry[AugmentConfig]] = Registry("augment", "compress.data.augmentations")
 
     @property
     def enabled(self) -> bool:
@@ -32,6 +32,10 @@ class AugmentConfig(Plugin):
 
     def apply(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         """The augmented batch `x` (same shape, dtype and device)."""
+        raise NotImplementedError
+
+    def transforms(self, size: tuple[int, int]) -> list[Any]:
+        """torchvision v2 transforms doing the same to one (C, H, W) image of `size`."""
         raise NotImplementedError
 
     def check(self, shape: tuple[int, ...]) -> None:
@@ -58,6 +62,9 @@ class NoAugment(AugmentConfig):
 
     def apply(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         return x
+
+    def transforms(self, size: tuple[int, int]) -> list[Any]:
+        return []
 
     def check(self, shape: tuple[int, ...]) -> None:
         return None

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
 from compress.config import require
-from compress.train.augment import AugmentConfig, random_crop, random_flip
+from compress.data.augment import AugmentConfig, random_crop, random_flip
 
 
 @dataclass(frozen=True)
@@ -24,3 +25,9 @@ class FlipCrop(AugmentConfig):
     def apply(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         out = random_crop(x, self.padding, generator)
         return random_flip(out, generator) if self.flip else out
+
+    def transforms(self, size: tuple[int, int]) -> list[Any]:
+        from torchvision.transforms import v2
+
+        steps: list[Any] = [v2.RandomCrop(list(size), padding=self.padding, fill=0)]
+        return [*steps, v2.RandomHorizontalFlip()] if self.flip else steps

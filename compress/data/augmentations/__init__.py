@@ -1,0 +1,1 @@
+"""The `augment` options beyond `none` (one module each; see compress.data.augment)."""

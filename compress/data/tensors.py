@@ -1,0 +1,87 @@
+"""The in-memory split: whole tensors on the device, batches are index slices of them.
+
+The fast default for data that fits: no copy per batch beyond the slice, and augmentation
+runs as batched tensor ops on the device (no CPU round trip).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import torch
+
+from compress.data.augment import AugmentConfig
+from compress.data.bundle import Batch, Split
+
+
+def order(n: int, generator: torch.Generator | None) -> torch.Tensor:
+    """The rows of one epoch: shuffled by `generator`, else 0..n-1."""
+    return torch.randperm(n, generator=generator) if generator is not None else torch.arange(n)
+
+
+@dataclass(frozen=True, eq=False)
+class TensorSplit(Split):
+    """``x`` is float32 (N, C, H, W), already normalised; ``y`` is int64 (N,); both on the
+    target device. ``black`` is the normalised value of a black pixel per channel (1, C, 1, 1),
+    what augmentation pads with (zero when nothing was normalised)."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+    black: torch.Tensor | None = field(default=None, repr=False)
+
+    @property
+    def device(self) -> torch.device:  # type: ignore[override]
+        return self.x.device
+
+    def __len__(self) -> int:
+        return int(self.y.shape[0])
+
+    @property
+    def image_shape(self) -> tuple[int, ...]:
+        return tuple(self.x.shape[1:])
+
+    def loader(
+        self,
+        batch_size: int,
+        *,
+        seed: int | None = None,
+        augment: AugmentConfig | None = None,
+    ) -> TensorBatches:
+        return TensorBatches(self, batch_size, seed, augment)
+
+
+class TensorBatches:
+    """Epochs of index slices over a `TensorSplit`; each `iter` draws a new order."""
+
+    def __init__(
+        self, split: TensorSplit, batch_size: int, seed: int | None, augment: AugmentConfig | None
+    ) -> None:
+        self.split, self.batch_size = split, batch_size
+        self.shuffle = torch.Generator().manual_seed(seed) if seed is not None else None
+        self.augment = augment if augment is not None and augment.enabled else None
+        if self.augment is not None:
+            # On the data's device, so that the random offsets are drawn where they are used.
+            self.augment_rng = torch.Generator(device=split.device).manual_seed(seed or 0)
+
+    def __len__(self) -> int:
+        return -(-len(self.split) // self.batch_size)
+
+    def __iter__(self) -> Iterator[Batch]:
+        split = self.split
+        rows = order(len(split), self.shuffle)
+        for start in range(0, len(rows), self.batch_size):
+            idx = rows[start : start + self.batch_size]
+            x = split.x[idx]
+            if self.augment is not None:
+                x = self._augmented(x)
+            yield Batch(x, split.y[idx], idx)
+
+    def _augmented(self, x: torch.Tensor) -> torch.Tensor:
+        assert self.augment is not None
+        black = self.split.black
+        if black is None:
+            return self.augment.apply(x, self.augment_rng)
+        # Shifted so that black is 0 while augmenting: padding is black, as on the streamed
+        # path where torchvision pads the raw pixels.
+        return self.augment.apply(x - black, self.augment_rng) + black

@@ -1,1 +1,0 @@
-"""The `augment` options beyond `none` (one module each; see compress.train.augment)."""
