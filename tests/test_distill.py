@@ -294,9 +294,9 @@ def test_teacher_runs_once_per_row_when_cached(data: DataBundle, steps: int, cac
     teacher, student, objective = _pieces(data, hints=True)
     assert teacher.forward_batches == 1  # the probe that sized the hint adapter
     if cached:
-        teacher.cache_train(data.train.x)
-        # Two rows to size the cache, then the train split in batches of 128.
-        assert teacher.forward_batches == 2 + math.ceil(len(data.train) / 128)
+        teacher.cache_train(data.train)
+        # The train split in batches of 128 (the first one also sizes the cache).
+        assert teacher.forward_batches == 1 + math.ceil(len(data.train) / 128)
     seen: list[int] = []
     fit(
         student, data, TrainRecipe(epochs=2, lr=0.01), RuntimeConfig(progress=False),
@@ -304,14 +304,14 @@ def test_teacher_runs_once_per_row_when_cached(data: DataBundle, steps: int, cac
         objective=objective,
     )  # fmt: skip
     assert len(seen) == steps
-    start = 2 + math.ceil(len(data.train) / 128) if cached else 1
+    start = 1 + math.ceil(len(data.train) / 128) if cached else 1
     per_step = 0 if cached else 1
     assert seen == [start + per_step * (i + 1) for i in range(steps)]
 
 
 def test_cached_outputs_equal_a_direct_forward(data: DataBundle) -> None:
     teacher, _, _ = _pieces(data, hints=True)
-    teacher.cache_train(data.train.x)
+    teacher.cache_train(data.train)
     assert teacher.cache is not None
     cached_logits, cached_features = teacher.cache
     model = teacher.model
@@ -430,7 +430,7 @@ def test_kd_fine_tunes_gradual_pruning(
 ) -> None:
     result = pipeline(outputs, tmp_path / "run", "distill=kd", *schedule)
     assert losses_only(calls) == {"response_kd": steps}
-    assert calls["teacher.run"] == 2  # sizing and filling the cache, once for all rounds
+    assert calls["teacher.run"] == 1  # filling the cache (one batch here), once for all rounds
     assert result.metrics["sparsity"] == pytest.approx(0.8, abs=1e-3)
     assert 0.3 < result.metrics["acc"] <= 1
     assert not same_weights(result.artifact, control.artifact)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, NamedTuple, Protocol
+from typing import TYPE_CHECKING, ClassVar, NamedTuple, Protocol
 
 import torch
 
@@ -39,6 +39,8 @@ class Split(ABC):
     device: torch.device
     #: The shape of one input, e.g. (C, H, W).
     image_shape: tuple[int, ...]
+    #: Whether batches are read through a DataLoader (else sliced from tensors in memory).
+    streamed: ClassVar[bool] = False
 
     @abstractmethod
     def __len__(self) -> int:

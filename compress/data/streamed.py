@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
@@ -32,16 +32,17 @@ class StreamedSplit(Split):
     workers; `scale` maps the images to [0, 1] before `normalization`. `split` and `where`
     name it in errors."""
 
-    items: Dataset
-    rows: torch.Tensor
+    items: Dataset = field(repr=False)
+    rows: torch.Tensor = field(repr=False)
     scale: float
-    normalization: Normalization
+    normalization: Normalization = field(repr=False)
     device: torch.device
     image_shape: tuple[int, ...]
     workers: int = 2
     prepare: Callable[[torch.Tensor], torch.Tensor] | None = field(default=None, repr=False)
     split: str = "train"
     where: str = "dataset"
+    streamed: ClassVar[bool] = True
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -118,6 +119,9 @@ class StreamedBatches:
         augment = augment if augment is not None and augment.enabled else None
         shuffle = torch.Generator().manual_seed(seed) if seed is not None else None
         self.split = split
+        # Without workers the transforms draw from the global RNG: it is swapped for this
+        # loader's own around each batch, so the same seed gives the same batches anyway.
+        self.rng_state = torch.Generator().manual_seed(seed or 0).get_state() if augment else None
         self.mean, self.std = as_tensors(
             split.normalization, 1 + len(split.image_shape), split.device
         )
@@ -139,12 +143,29 @@ class StreamedBatches:
     def __iter__(self) -> Iterator[Batch]:
         device = self.split.device
         try:
-            for x, y, idx in self.loader:
+            for x, y, idx in self._batches():
                 x = x.to(device, non_blocking=True).to(torch.float32)
                 x = x.mul_(self.split.scale).sub_(self.mean).div_(self.std)
                 yield Batch(x, y.to(device, torch.int64, non_blocking=True), idx)
         except ConfigError as error:  # raised in a worker: its message carries the traceback
             raise ConfigError(last_line(str(error))) from None
+
+    def _batches(self) -> Iterator[Any]:
+        if self.rng_state is None or self.split.workers > 0:
+            yield from self.loader
+            return
+        batches = iter(self.loader)
+        while True:
+            outer = torch.get_rng_state()
+            torch.set_rng_state(self.rng_state)
+            try:
+                batch = next(batches, None)
+            finally:
+                self.rng_state = torch.get_rng_state()
+                torch.set_rng_state(outer)
+            if batch is None:
+                return
+            yield batch
 
 
 def last_line(message: str) -> str:

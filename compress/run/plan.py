@@ -102,11 +102,23 @@ class Result:
     run_id: str | None = None  # the MLflow run, when tracking is enabled
 
 
+#: Dataset keys that say how data is read, never what is computed (both paths give the same
+#: batches): not part of an experiment's identity.
+READING_KEYS = ("in_memory", "memory_limit_gb", "workers")
+
+
 def config_hash(cfg: Mapping[str, Any]) -> str:
-    """What identifies an experiment: its resolved config without the run's own folder."""
+    """What identifies an experiment: its resolved config without the run's own folder and
+    how its data is read. Options added later are left out at their old behaviour
+    (`augment=none`, `dataset.normalize=auto`), so the hashes of earlier runs stay."""
     plain = {k: v for k, v in cfg.items() if k != "paths"}
     if dict(plain.get("augment") or {}).get("name", "none") == "none":
-        plain.pop("augment", None)  # the hashes of runs from before the group stay
+        plain.pop("augment", None)
+    if "dataset" in plain:
+        dataset = {k: v for k, v in dict(plain["dataset"]).items() if k not in READING_KEYS}
+        if dataset.get("normalize") == "auto":
+            dataset.pop("normalize")
+        plain["dataset"] = dataset
     plain["paths"] = {k: v for k, v in dict(cfg.get("paths", {})).items() if k != "run_dir"}
     blob = json.dumps(plain, sort_keys=True, default=str).encode()
     return hashlib.sha256(blob).hexdigest()[:24]

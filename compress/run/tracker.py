@@ -145,6 +145,8 @@ def data_tags(data: DataBundle) -> dict[str, str]:
         "data.normalize.std": json.dumps([round(v, 6) for v in norm.std]),
         "data.num_classes": str(data.num_classes),
         "data.class_names": names,
+        "data.input_shape": json.dumps(list(data.input_shape)),
+        "data.streamed": str(data.train.streamed).lower(),
     }
 
 
