@@ -276,3 +276,14 @@ def test_schedule_sections_parse_their_own_options() -> None:
     )
     with pytest.raises(ConfigError, match="unknown schedule 'cyclic'"):
         parse_schedule({"name": "cyclic"})
+
+
+def test_step_milestones_divide_the_rate_at_those_epochs() -> None:
+    from compress.train.loop import lr_factor
+
+    recipe = TrainRecipe(epochs=160, lr_schedule="step", gamma=0.1, milestones=[80, 120])
+    factors = [lr_factor(recipe, epoch) for epoch in (0, 79, 80, 119, 120, 159)]
+    assert factors == pytest.approx([1, 1, 0.1, 0.1, 0.01, 0.01])
+    assert "milestones" not in TrainRecipe(epochs=3).key()  # earlier cache keys unchanged
+    with pytest.raises(ConfigError, match="milestones must be increasing epochs >= 1"):
+        TrainRecipe(epochs=3, milestones=[120, 80])

@@ -85,8 +85,8 @@ def print_summary(result: Result, console: Console | None = None) -> None:
     console.print(summary_table(result))
     if "sparsity" in result.metrics:
         console.print(f"sparsity reached: {result.metrics['sparsity']:.2%}")
-    cache = "reused from cache" if result.baseline_cached else "trained and cached"
-    console.print(f"baseline: {cache}")
+    cached = "reused from cache" if result.baseline_cached else "trained and cached"
+    console.print(f"baseline: {result.baseline_origin or cached}")
     # Paths and commands stay on one line so they can be copied.
     console.print(f"artifact: {result.artifact}", soft_wrap=True)
     console.print(f"tracking: {result.tracking}", soft_wrap=True)

@@ -139,6 +139,7 @@ def run(cfg: Mapping[str, Any], *, tags: Mapping[str, str] | None = None) -> Res
             tracking_uri=plan.tracking.uri if plan.tracking.enabled else None,
             baseline_cached=baseline.cache.cached,
             run_id=tracker.run_id,
+            baseline_origin=plan.baseline_origin(baseline.cache.cached),
         )
 
 

@@ -83,6 +83,13 @@ class Plan:
             "schedule": self.schedule.name,
         }
 
+    def baseline_origin(self, cached: bool) -> str:
+        """Where the baseline's weights came from, in words for the summary."""
+        if self.train.epochs == 0:
+            weights = self.model.get("weights")
+            return f"the weights of {weights}, not trained" if weights else "untrained (0 epochs)"
+        return "reused from cache" if cached else "trained and cached"
+
     def device(self) -> torch.device:
         if self.runtime.device != "auto":
             return torch.device(self.runtime.device)
@@ -100,6 +107,7 @@ class Result:
     tracking_uri: str | None
     baseline_cached: bool
     run_id: str | None = None  # the MLflow run, when tracking is enabled
+    baseline_origin: str = ""  # where its weights came from, in words
 
 
 #: Dataset keys that say how data is read, never what is computed (both paths give the same

@@ -57,6 +57,8 @@ def lr_factor(recipe: TrainRecipe, epoch: int) -> float:
     """Multiplier of the base learning rate during `epoch` (0-based)."""
     if recipe.lr_schedule == "cosine":
         return 0.5 * (1 + math.cos(math.pi * epoch / max(recipe.epochs, 1)))
+    if recipe.lr_schedule == "step" and recipe.milestones is not None:
+        return recipe.gamma ** sum(epoch >= m for m in recipe.milestones)
     if recipe.lr_schedule == "step":
         return recipe.gamma ** (epoch // recipe.step_epochs)
     return 1.0

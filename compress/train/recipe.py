@@ -28,6 +28,9 @@ class TrainRecipe:
     lr_schedule: str = "cosine"
     step_epochs: int = 10
     gamma: float = 0.1
+    #: With `lr_schedule: step`: the epochs at which the rate is multiplied by `gamma` (He et
+    #: al.'s [80, 120]); None: every `step_epochs` epochs.
+    milestones: list[int] | None = None
     label_smoothing: float = 0.0
     #: Network slimming (Liu et al. 2017): L1 penalty on batch-norm scales (gamma),
     #: pushing unimportant channels toward zero so `bn_scale` importance can remove them.
@@ -57,6 +60,14 @@ class TrainRecipe:
         require(self.weight_decay >= 0, f"{w}.weight_decay must be >= 0, got {self.weight_decay}")
         require(self.step_epochs >= 1, f"{w}.step_epochs must be >= 1, got {self.step_epochs}")
         require(0 < self.gamma <= 1, f"{w}.gamma must be in (0, 1], got {self.gamma}")
+        require(
+            self.milestones is None
+            or (
+                all(m >= 1 for m in self.milestones)
+                and list(self.milestones) == sorted(set(self.milestones))
+            ),
+            f"{w}.milestones must be increasing epochs >= 1, got {self.milestones}",
+        )
         require(self.bn_l1 >= 0, f"{w}.bn_l1 must be >= 0, got {self.bn_l1}")
         require(
             0 <= self.label_smoothing < 1,
@@ -74,13 +85,15 @@ class TrainRecipe:
         return from_mapping(cls, {**values, "where": where}, where)
 
     def key(self) -> dict[str, Any]:
-        """The fields that determine the trained weights (for cache keys); `augment` only
-        when it is on, so that keys of runs without augmentation stay as they were."""
+        """The fields that determine the trained weights (for cache keys); `augment` and
+        `milestones` only when set, so that keys of runs without them stay as they were."""
         key = {
             f.name: getattr(self, f.name)
             for f in dataclasses.fields(self)
             if f.compare and f.name != "augment"
         }
+        if self.milestones is None:
+            del key["milestones"]  # keys of runs from before the option stay
         if self.augment.enabled:
             key["augment"] = self.augment.key()
         return key
