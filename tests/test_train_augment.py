@@ -181,3 +181,13 @@ def test_pipeline_end_to_end_with_shift_on_digits(
         result = run(cfg)
     assert result.metrics["acc"] > 0.3
     assert "cache_teacher is off" in caplog.text
+
+
+def test_channels_last_sets_the_strides_of_one_channel_batches_too() -> None:
+    from compress.train.loop import prepare_inputs
+
+    for channels in (1, 3):
+        x = torch.randn(4, channels, 5, 6)
+        out = prepare_inputs(x, RuntimeConfig(channels_last=True))
+        assert torch.equal(out, x) and out.stride(1) == 1
+        assert out.is_contiguous(memory_format=torch.channels_last)
