@@ -3,6 +3,7 @@ batches, fingerprint and accuracy as in memory, through a real DataLoader with w
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from compress.cli.main import main
 from compress.data import DataBundle, Preprocessing, StreamedSplit, TensorSplit, load_dataset
 from compress.data.augment import parse_augment
 from compress.errors import ConfigError
+from compress.models.mlp import MLPConfig
 from compress.run.pipeline import run
 from compress.train.loop import accuracy, fit
 from compress.train.recipe import RuntimeConfig, TrainRecipe
@@ -203,3 +205,21 @@ def test_the_teacher_cache_is_filled_from_streamed_batches(folder: Path) -> None
     torch.testing.assert_close(caches[0], caches[1], rtol=0, atol=0)
     with torch.no_grad():
         torch.testing.assert_close(caches[0], model(memory.train.x))
+
+
+@dataclasses.dataclass(frozen=True)
+class PretrainedLikeMLP(MLPConfig):
+    """An MLP whose (pretend) weights expect 3 x 12 x 12 inputs with their own statistics."""
+
+    def preprocessing(self) -> Preprocessing | None:
+        return Preprocessing(mean=(0.4, 0.4, 0.4), std=(0.3, 0.3, 0.3), resize=(12,), crop=(12,))
+
+
+def test_the_pipeline_feeds_data_as_the_model_weights_expect(tmp_path: Path) -> None:
+    target = f"+model._target_={__name__}.PretrainedLikeMLP"
+    cfg = compose_config(tmp_path, *QUICK, "model=mlp", target)
+    run(cfg)
+    (mlrun,) = mlflow_runs(tmp_path)
+    tags = mlrun.data.tags
+    assert mlrun.info.status == "FINISHED" and tags["data.input_shape"] == "[3, 12, 12]"
+    assert tags["data.normalize"] == "explicit" and tags["data.normalize.mean"] == "[0.4, 0.4, 0.4]"
