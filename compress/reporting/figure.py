@@ -49,7 +49,7 @@ _SIDES = ((True, True), (True, False), (False, True), (False, False))
 
 def _place(label: Any, side: tuple[bool, bool]) -> None:
     right, above = side
-    label.xyann = (5 if right else -5, 5 if above else -5)
+    label.xyann = (7 if right else -7, 6 if above else -6)  # clear of the front's circle
     label.set_horizontalalignment("left" if right else "right")
     label.set_verticalalignment("bottom" if above else "top")
 
