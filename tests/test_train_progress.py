@@ -77,7 +77,8 @@ def test_no_nan_when_there_is_no_validation_split(progress: Progress, tty: Conso
 
 
 def test_a_log_line_printed_mid_bar_appears_whole_above_it(tty: Console) -> None:
-    """A handler writing to the terminal the bar is drawn on (Hydra's console handler)."""
+    """A handler writing to the terminal the bar is drawn on (Hydra's console handler); a
+    line wider than the terminal stays one line (the terminal folds it, paths copy whole)."""
     console = tty
     handler = logging.StreamHandler(console.file)
     handler.setFormatter(logging.Formatter("[%(name)s][%(levelname)s] - %(message)s"))
@@ -85,7 +86,8 @@ def test_a_log_line_printed_mid_bar_appears_whole_above_it(tty: Console) -> None
     log.addHandler(handler)
     log.propagate, level = False, log.level
     log.setLevel(logging.INFO)
-    message = "baseline: trained in 3.1 s, cached at /tmp/cache/baselines/0f8d9cba06dc.pt"
+    folder = "/work/outputs/runs/2026-12-01/12-41-30-111446" * 3  # wider than the terminal
+    message = f"bit sweep: table {folder}/bit_sweep.csv, plot {folder}/bit_sweep.png"
     try:
         with Progress() as progress:
             progress.fit_started("baseline", "baseline", epochs=2, steps_per_epoch=25)

@@ -10,15 +10,36 @@ the bar's console, above the bar, instead of breaking into the line it redraws.
 from __future__ import annotations
 
 import datetime
+import io
 import logging
 
 from rich.console import Console
-from rich.file_proxy import FileProxy
 from rich.progress import BarColumn, ProgressColumn, Task, TaskID, TextColumn, TimeElapsedColumn
 from rich.progress import Progress as RichProgress
 from rich.text import Text
 
 from compress.train.callbacks import EpochStats
+
+
+class LogLines(io.TextIOBase):
+    """A stream for a log handler while the bar is drawn: each whole line is printed through
+    the bar's console (above the bar), unwrapped, so the terminal folds it as it would any
+    line and a long path stays one line to copy."""
+
+    def __init__(self, console: Console) -> None:
+        self._console = console
+        self._pending = ""
+
+    def write(self, text: str) -> int:
+        *lines, self._pending = (self._pending + text).split("\n")
+        for line in lines:
+            self._console.print(Text(line), soft_wrap=True)
+        return len(text)
+
+    def flush(self) -> None:
+        if self._pending:
+            self._console.print(Text(self._pending), soft_wrap=True)
+            self._pending = ""
 
 
 class EtaColumn(ProgressColumn):
@@ -98,7 +119,7 @@ class Progress:
             if stream is not target and not _is_tty(stream):
                 continue
             try:
-                before = handler.setStream(FileProxy(self.console, stream))
+                before = handler.setStream(LogLines(self.console))
             except AttributeError:  # bound to sys.stderr itself (logging.lastResort)
                 continue
             self._rerouted.append((handler, before))
