@@ -96,3 +96,27 @@ def assert_refused_before_training(
     assert "\n" not in str(error.value)
     assert not (tmp_path / "run").exists() and not (tmp_path / "cache").exists()
     assert not any(r.info.status == "FINISHED" for r in mlflow_runs(tmp_path))
+
+
+def log_run(
+    client: Any,
+    experiment_id: str,
+    *,
+    params: dict[str, Any],
+    metrics: dict[str, float],
+    tags: dict[str, str],
+    start: int,
+    status: str = "FINISHED",
+) -> str:
+    """One run in a real MLflow store, as `compress` leaves it: its params, metrics and tags,
+    started at `start` (ms: the order reports read "newest" by), ended with `status`."""
+    from mlflow.entities import Metric, Param
+
+    run_id = client.create_run(experiment_id, start_time=start, tags=tags).info.run_id
+    client.log_batch(
+        run_id,
+        metrics=[Metric(k, float(v), start, 0) for k, v in metrics.items()],
+        params=[Param(k, str(v)) for k, v in params.items()],
+    )
+    client.set_terminated(run_id, status)
+    return run_id

@@ -244,9 +244,11 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Store:
     return Store(root, uri, parent, sweep_dir, resumed, failed, lone)
 
 
-def read_rows(path: Path) -> dict[str, dict[str, str]]:
+def read_rows(path: Path, baselines: bool = False) -> dict[str, dict[str, str]]:
+    """The configurations' rows of report.csv by label (the baselines' rows alone, if asked)."""
     with path.open() as f:
-        return {row["label"]: row for row in csv.DictReader(f)}
+        rows = list(csv.DictReader(f))
+    return {r["label"]: r for r in rows if (r["method"] == "baseline") == baselines}
 
 
 def test_report_of_a_sweep_parent(

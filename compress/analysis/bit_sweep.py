@@ -68,6 +68,7 @@ class BitSweepConfig(AnalysisConfig):
             dense_acc, context.baseline_bytes, points, context.folder / "bit_sweep.csv"
         )
         figure = plot(dense_acc, context.baseline_bytes, points, context.folder / "bit_sweep.png")
+        log.info("bit sweep: table %s, plot %s", table, figure)
         return AnalysisResult([table, figure])
 
 

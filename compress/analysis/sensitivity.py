@@ -88,11 +88,13 @@ class SensitivityConfig(AnalysisConfig):
             write_csv(dense_acc, rows, context.folder / "sensitivity.csv"),
             plot(dense_acc, rows, context.folder / "sensitivity.png"),
         ]
+        log.info("sensitivity: table %s, plot %s", *files)
         if self.target is None:
             return AnalysisResult(files)
         amounts = amounts_for_target(dense_acc, rows, self.target)
         path = context.folder / "layer_amounts.yaml"
         path.write_text(yaml.safe_dump({"layers": amounts}, sort_keys=False))
+        log.info("sensitivity: per-layer amounts for %.0f%% in %s", 100 * self.target, path)
         return AnalysisResult([*files, path], {"layers": amounts})
 
 

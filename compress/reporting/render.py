@@ -1,16 +1,19 @@
-"""What `compress-report` writes: report.csv, report.md (table + failures), report.png.
+"""What `compress-report` writes: report.csv and report.md (tables + failures), and the same
+table as terminal text (`table_text`); report.png is `compress.reporting.figure`.
 
 Drawn from the data types of `aggregate` and `records`, which never import this module.
+Each baseline comes first in its own rows, at 1x on every axis; ± appears only where there
+are two seeds or more to spread over (one run has no spread to show).
 """
 
 from __future__ import annotations
 
 import csv
 import math
+from collections.abc import Iterator
 from pathlib import Path
 
-from compress.reporting.aggregate import Configuration
-from compress.reporting.pareto import group_by
+from compress.reporting.aggregate import BaselinePoint, Configuration
 from compress.reporting.records import Job
 
 CSV_COLUMNS = (
@@ -24,53 +27,104 @@ CSV_COLUMNS = (
     "axis_std",
     "pareto",
     "run_ids",
+    "baseline",
 )
+BASELINE = "baseline"
+
+Point = BaselinePoint | Configuration
 
 
 def _cell(text: str) -> str:
     return " ".join(text.split()).replace("|", "\\|")
 
 
-def _percent(mean: float, std: float) -> str:
-    return f"{100 * mean:.2f} ± {100 * std:.2f}"
+def spread(mean: float, std: float, n: int, scale: float = 1.0, unit: str = "") -> str:
+    """`97.00 ± 1.41`, or `97.00` for a single seed; `n/a` for a figure never logged."""
+    if math.isnan(mean):
+        return "n/a"
+    text = f"{scale * mean:.2f}{unit}"
+    return text if n < 2 or math.isnan(std) else f"{text} ± {scale * std:.2f}"
 
 
-def write_csv(configs: list[Configuration], axis: str, path: Path) -> Path:
+def sections(
+    configs: list[Configuration], baselines: list[BaselinePoint]
+) -> Iterator[tuple[BaselinePoint, list[Configuration]]]:
+    """Each baseline with the configurations compressing it, in the report's order."""
+    for base in baselines:
+        yield base, [c for c in configs if c.baseline == base.label]
+
+
+def _row(point: Point) -> tuple[str, str, int, str, str, bool, list[str]]:
+    """method, label, seeds, accuracy %, axis, front, run ids: one line of every table."""
+    if isinstance(point, BaselinePoint):
+        method, label, front = BASELINE, point.label, False
+    else:
+        method, label, front = point.method, point.label or point.method, point.pareto
+    acc = spread(point.acc_mean, point.acc_std, point.n_seeds, 100)
+    n_axis = 1 if isinstance(point, BaselinePoint) else point.n_seeds  # 1x by definition
+    axis = spread(point.axis_mean, point.axis_std, n_axis, unit="x")
+    return method, label, point.n_seeds, acc, axis, front, point.run_ids
+
+
+def write_csv(
+    configs: list[Configuration], baselines: list[BaselinePoint], axis: str, path: Path
+) -> Path:
+    """Every figure unrounded; a baseline's row has method `baseline`, a configuration's
+    `baseline` column names the baseline it compresses."""
     with path.open("w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(CSV_COLUMNS)
-        for c in configs:
-            acc = [f"{v:.8g}" for v in (c.acc_mean, c.acc_std)]
-            ratio = [f"{v:.8g}" for v in (c.axis_mean, c.axis_std)]
-            pareto, ids = str(c.pareto).lower(), " ".join(c.run_ids)
-            writer.writerow([c.method, c.label, c.n_seeds, *acc, axis, *ratio, pareto, ids])
+        for base, members in sections(configs, baselines):
+            for point in [base, *members]:
+                own = isinstance(point, Configuration)
+                method = point.method if own else BASELINE
+                pareto = str(own and point.pareto).lower()
+                acc = [f"{v:.8g}" for v in (point.acc_mean, point.acc_std)]
+                ratio = [f"{v:.8g}" for v in (point.axis_mean, point.axis_std)]
+                first = [method, point.label, point.n_seeds, *acc, axis, *ratio, pareto]
+                writer.writerow([*first, " ".join(point.run_ids), base.label])
     return path
 
 
-def markdown(
-    title: str, axis: str, configs: list[Configuration], failures: list[Job], notes: list[str]
-) -> str:
-    runs = sum(c.n_seeds for c in configs)
+def _markdown_table(axis: str, points: list[Point]) -> list[str]:
     lines = [
-        f"# Report: {_cell(title)}",
-        "",
-        f"Test accuracy against `{axis}` (larger is better on both), mean ± std over seeds: "
-        f"{len(configs)} configurations from {runs} finished runs. **front**: on the Pareto "
-        "front (no other configuration is at least as good on both and better on one).",
-        "",
         f"| method | configuration | seeds | accuracy % | {axis} | front | runs |",
         "|---|---|--:|--:|--:|:-:|---|",
     ]
-    for c in configs:
-        label = f"`{_cell(c.label)}`" if c.label else "-"
-        ratio = f"{c.axis_mean:.2f}x ± {c.axis_std:.2f}"
-        ids = ", ".join(i[:8] for i in c.run_ids)
-        front = "**front**" if c.pareto else ""
-        lines.append(
-            f"| {c.method} | {label} | {c.n_seeds} | {_percent(c.acc_mean, c.acc_std)} "
-            f"| {ratio} | {front} | {ids} |"
-        )
-    lines += ["", "## Failures", ""]
+    for point in points:
+        method, label, n, acc, ratio, front, ids = _row(point)
+        shown = f"`{_cell(label)}`" if label else "-"
+        mark = "**front**" if front else ""
+        short = ", ".join(i[:8] for i in ids)
+        lines.append(f"| {method} | {shown} | {n} | {acc} | {ratio} | {mark} | {short} |")
+    return lines
+
+
+def markdown(
+    title: str,
+    axis: str,
+    configs: list[Configuration],
+    baselines: list[BaselinePoint],
+    failures: list[Job],
+    notes: list[str],
+) -> str:
+    runs = sum(c.n_seeds for c in configs)
+    apart = f" {len(baselines)} baselines, each with its own front." if len(baselines) > 1 else ""
+    lines = [
+        f"# Report: {_cell(title)}",
+        "",
+        f"Test accuracy against `{axis}` (larger is better on both), mean ± std over seeds "
+        f"(± only where there are two or more): {len(configs)} configurations from {runs} "
+        "finished runs, beside the uncompressed baseline they start from (1x on every axis). "
+        "**front**: on the Pareto front (no other configuration of the same baseline is at "
+        f"least as good on both and better on one).{apart}",
+        "",
+    ]
+    for base, members in sections(configs, baselines):
+        if len(baselines) > 1:
+            lines += [f"## Baseline `{_cell(base.label)}`", ""]
+        lines += [*_markdown_table(axis, [base, *members]), ""]
+    lines += ["## Failures", ""]
     for job in failures:
         error = job.tags.get("error", f"no error recorded (the run was {job.status})")
         overrides = " ".join(
@@ -85,38 +139,28 @@ def markdown(
     return "\n".join(lines) + "\n"
 
 
-def plot(title: str, axis: str, configs: list[Configuration], path: Path) -> Path:
-    """One series per method with std error bars; the front as a step line."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
+def table_text(
+    title: str,
+    axis: str,
+    configs: list[Configuration],
+    baselines: list[BaselinePoint],
+    width: int = 120,
+) -> str:
+    """The report's table as a terminal shows it (box drawing, no colour codes)."""
+    from rich.console import Console
+    from rich.table import Table
 
-    fig = Figure(figsize=(7, 4.5), dpi=120, layout="constrained")
-    FigureCanvasAgg(fig)
-    ax = fig.add_subplot()
-    known = [c for c in configs if not (math.isnan(c.axis_mean) or math.isnan(c.acc_mean))]
-    for method, series in group_by(known, lambda c: c.method).items():
-        series.sort(key=lambda c: c.axis_mean)
-        ax.errorbar(
-            [c.axis_mean for c in series],
-            [c.acc_mean for c in series],
-            xerr=[c.axis_std for c in series],
-            yerr=[c.acc_std for c in series],
-            marker="o",
-            capsize=3,
-            linewidth=1,
-            label=method,
-        )
-        if len(known) <= 12:
-            for c in series:
-                ax.annotate(c.label, (c.axis_mean, c.acc_mean), fontsize=6, alpha=0.7)
-    front = sorted((c for c in known if c.pareto), key=lambda c: c.axis_mean)
-    xs, ys = [c.axis_mean for c in front], [c.acc_mean for c in front]
-    ax.step(xs, ys, where="pre", color="black", linestyle="--", linewidth=1, label="Pareto front")
-    ax.scatter(xs, ys, s=110, facecolors="none", edgecolors="black", zorder=3)
-    ax.set_xlabel(axis)
-    ax.set_ylabel("test accuracy")
-    ax.grid(True, alpha=0.3)
-    ax.legend(fontsize="small")
-    ax.set_title(title, fontsize="small")
-    fig.savefig(path)
-    return path
+    table = Table(title=title)
+    for name in ("method", "configuration", "seeds", "accuracy %", axis, "front"):
+        right = name in ("seeds", "accuracy %", axis)
+        table.add_column(name, justify="right" if right else "left", overflow="fold")
+    for index, (base, members) in enumerate(sections(configs, baselines)):
+        if index:
+            table.add_section()
+        for point in [base, *members]:
+            method, label, n, acc, ratio, front, _ = _row(point)
+            table.add_row(method, label or "-", str(n), acc, ratio, "front" if front else "")
+    console = Console(width=width, color_system=None, force_terminal=False)
+    with console.capture() as captured:
+        console.print(table)
+    return captured.get()

@@ -1,11 +1,13 @@
 """Reports of MLflow runs: open the store, read a target's jobs, aggregate, write, log.
 
 `build_report` is what `compress-report TARGET` does (`compress.cli.report`), and
-`report_for_parent` what a sweep does when it ends (`compress.cli.sweep_callback`): FINISHED
-runs are grouped into configurations (`compress.reporting.aggregate`), each giving mean ±
-std of accuracy and of the axis over its seeds, the Pareto front over those means marked;
-failed and killed runs are listed with their errors. Writes report.csv, report.md and
-report.png (`compress.reporting.render`) and logs them to a sweep's parent under `report/`.
+`report_for_parent` (or `sweep_report`, then `table_text` for the terminal) what a sweep
+does when it ends (`compress.cli.sweep_callback`): FINISHED runs are grouped into
+configurations (`compress.reporting.aggregate`), each giving mean ± std of accuracy and of
+the axis over its seeds, beside the baseline they compress, the Pareto front among those of
+one baseline marked; failed and killed runs are listed with their errors. Writes report.csv,
+report.md (`compress.reporting.render`) and report.png (`compress.reporting.figure`) and
+logs them to a sweep's parent under `report/`.
 `read_sweep` and `find_sweep` hand the same records to `compress-search` and the studies of
 `experiments/`, which aggregate them with the same groupby.
 """
@@ -20,7 +22,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from compress.reporting.aggregate import Configuration, configurations
+from compress.reporting import render
+from compress.reporting.aggregate import BaselinePoint, Configuration, baselines, configurations
+from compress.reporting.figure import plot
 from compress.reporting.records import (
     Job,
     ReportError,
@@ -30,7 +34,7 @@ from compress.reporting.records import (
     parent_target,
     sweep_parent,
 )
-from compress.reporting.render import markdown, plot, write_csv
+from compress.reporting.render import markdown, write_csv
 
 __all__ = [
     "AXES",
@@ -42,6 +46,8 @@ __all__ = [
     "find_sweep",
     "read_sweep",
     "report_for_parent",
+    "sweep_report",
+    "table_text",
 ]
 
 log = logging.getLogger(__name__)
@@ -61,6 +67,7 @@ class Report:
     missing: list[str]
     paths: list[Path]
     parent_run_id: str | None
+    baselines: list[BaselinePoint] = dataclasses.field(default_factory=list)
 
 
 # -- the store
@@ -151,6 +158,7 @@ def find_sweep(uri: str, sweep_dir: Path) -> str | None:
 def write_report(target: Target, axis: str, out_dir: Path | None, client: Any) -> Report:
     """Checks come first: on any error nothing is written."""
     configs = configurations(target.jobs, axis)
+    bases = list(baselines(sorted(target.jobs, key=lambda j: j.start_time, reverse=True)).values())
     failures = [j for j in target.jobs if j.status in FAILED]
     if not configs:
         raise ReportError(f"no FINISHED runs in {target.title} ({len(failures)} failed)")
@@ -160,12 +168,12 @@ def write_report(target: Target, axis: str, out_dir: Path | None, client: Any) -
     notes = [f"Resumed run `{i}` is no longer in the store." for i in target.missing]
     if running:
         notes.append(f"{running} run(s) not ended yet (RUNNING or SCHEDULED) are left out.")
-    text = markdown(target.title, axis, configs, failures, notes)
+    text = markdown(target.title, axis, configs, bases, failures, notes)
     (out / "report.md").write_text(text)
     paths = [
-        write_csv(configs, axis, out / "report.csv"),
+        write_csv(configs, bases, axis, out / "report.csv"),
         out / "report.md",
-        plot(target.title, axis, configs, out / "report.png"),
+        plot(target.title, axis, configs, bases, out / "report.png"),
     ]
     if target.parent_run_id is not None:
         from mlflow.exceptions import MlflowException
@@ -180,7 +188,15 @@ def write_report(target: Target, axis: str, out_dir: Path | None, client: Any) -
             ) from error
     log.info("report of %s written to %s", target.title, out)
     return Report(
-        target.title, axis, configs, failures, running, target.missing, paths, target.parent_run_id
+        target.title,
+        axis,
+        configs,
+        failures,
+        running,
+        target.missing,
+        paths,
+        target.parent_run_id,
+        bases,
     )
 
 
@@ -194,8 +210,8 @@ def build_report(uri: str, target: str, axis: str, out_dir: Path | None = None) 
     return write_report(found, axis, out_dir, client)
 
 
-def report_for_parent(uri: str, parent_run_id: str, axis: str, out_dir: Path | None) -> Path:
-    """For the sweep callback: the sweep's report, logged to its parent; the Markdown path.
+def sweep_report(uri: str, parent_run_id: str, axis: str, out_dir: Path | None) -> Report:
+    """For the sweep callback: the sweep's report, written and logged to its parent.
 
     Raises ReportError when there is nothing to report (every job failed).
     """
@@ -203,5 +219,17 @@ def report_for_parent(uri: str, parent_run_id: str, axis: str, out_dir: Path | N
     with _reading(uri):
         client = _client(uri)
         found = _sweep(client, uri, parent_run_id)
-    report = write_report(found, axis, out_dir, client)
-    return report.paths[1]
+    return write_report(found, axis, out_dir, client)
+
+
+def report_for_parent(uri: str, parent_run_id: str, axis: str, out_dir: Path | None) -> Path:
+    """`sweep_report`'s Markdown path."""
+    return sweep_report(uri, parent_run_id, axis, out_dir).paths[1]
+
+
+def table_text(report: Report, width: int = 120) -> str:
+    """The report's table as terminal text: each baseline, then its configurations (mean
+    ± std over seeds where there are two or more, the front marked); no colour codes."""
+    return render.table_text(
+        report.title, report.axis, report.configurations, report.baselines, width
+    )
