@@ -7,6 +7,7 @@ known to be usable, so bad input fails in one line before any training starts.
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from collections.abc import Mapping
@@ -70,6 +71,20 @@ def describe(hint: Any) -> str:
         return f"a mapping of {key} to {value}"
     names = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
     return names.get(hint, getattr(hint, "__name__", str(hint)))
+
+
+def require_finite(values: Any, where: str = "") -> None:
+    """Refuse a NaN or infinite number anywhere in `values` (mappings and lists, walked),
+    naming its key: no setting means anything at `inf` or `nan`, and one that slips through
+    (a learning rate of inf) only fails later, as a diverged loss."""
+    if isinstance(values, float) and not math.isfinite(values):
+        raise ConfigError(f"{where or 'the config'} must be a finite number, got {values}")
+    if isinstance(values, Mapping):
+        for key, value in values.items():
+            require_finite(value, f"{where}.{key}" if where else str(key))
+    elif isinstance(values, list | tuple):
+        for index, value in enumerate(values):
+            require_finite(value, f"{where}[{index}]")
 
 
 def require(condition: bool, message: str) -> None:

@@ -12,6 +12,7 @@ from compress.data import load_dataset
 from compress.errors import AlreadyFinished, TrainingDivergedError
 from compress.methods.masks import prunable_weights
 from compress.run.pipeline import run
+from compress.tracking.store import open_client
 from compress.train.loop import accuracy
 from tests.support import QUICK, compose_config, mlflow_runs
 
@@ -242,6 +243,7 @@ def test_rerun_of_an_unknown_run_is_one_line(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     uri = f"sqlite:///{tmp_path}/mlflow.db"
+    open_client(uri)  # an empty store
     with pytest.raises(SystemExit) as done:
         rerun_main(["0123456789abcdef", "--tracking-uri", uri])
     assert done.value.code == 2  # bad input (compress.cli.exits)

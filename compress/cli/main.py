@@ -3,15 +3,23 @@
 from __future__ import annotations
 
 import sys
+from typing import Any
 
 import hydra
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from compress.cli.config_dir import CONFIG_DIR
+from compress.cli.hydra_entry import hydra_entry, job_started, overrides, resolved
+
+
+def main() -> Any:
+    """The console script: Hydra's app, its refusals on one line (exit code 2)."""
+    return hydra_entry("compress", _job)
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="config")
-def main(cfg: DictConfig) -> float:
+def _job(cfg: DictConfig) -> float:
+    job_started()
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
@@ -20,17 +28,19 @@ def main(cfg: DictConfig) -> float:
     from compress.errors import AlreadyFinished, CompressError
     from compress.run.pipeline import record_failure, run
 
-    plain = OmegaConf.to_container(cfg, resolve=True)
     hydra_cfg = HydraConfig.get()
+    in_sweep = hydra_cfg.mode == RunMode.MULTIRUN
     tags = {k: str(v) for k, v in hydra_cfg.runtime.choices.items() if "/" not in k}
-    tags["overrides"] = " ".join(hydra_cfg.overrides.task)[:5000]
+    tags["overrides"] = overrides()
+    plain: dict[str, Any] = {}
     try:
+        plain = resolved(cfg)
         result = run(plain, tags=tags)
     except AlreadyFinished as done:
         print(f"compress: skipped: {done}")
         return done.metrics.get("acc", float("nan"))
     except CompressError as error:
-        if hydra_cfg.mode != RunMode.MULTIRUN:
+        if not in_sweep:
             fail("compress", error)
         # One job of a sweep: it fails alone (FAILED in tracking), the others go on.
         print(f"compress: error: {error}", file=sys.stderr)

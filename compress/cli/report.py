@@ -6,24 +6,16 @@ TARGET is a sweep's parent run id or an experiment name; the report itself is
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
-from typing import NoReturn
 
-from compress.cli.exits import USAGE, exit_code
+from compress.cli.exits import ArgumentParser, exit_code
 from compress.errors import CompressError
 from compress.reporting.report import AXES, DEFAULT_AXIS, build_report, default_uri
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:
-        """One line, like every error of ours (argparse adds its usage otherwise)."""
-        self.exit(USAGE, f"{self.prog}: error: {message}\n")
-
-
 def main(argv: list[str] | None = None) -> int:
-    parser = _Parser(prog="compress-report", description=__doc__.splitlines()[0])
+    parser = ArgumentParser(prog="compress-report", description=__doc__.splitlines()[0])
     parser.add_argument("target", help="a sweep's parent run id, or an experiment name")
     parser.add_argument(
         "--axis",

@@ -8,7 +8,6 @@ figures of both runs are printed side by side.
 
 from __future__ import annotations
 
-import argparse
 import sys
 import tempfile
 from datetime import datetime
@@ -17,19 +16,37 @@ from typing import Any
 
 import yaml
 
+from compress.cli.exits import ArgumentParser
 from compress.errors import ConfigError
 
 #: Figures that depend on the machine's load, not on the experiment.
 TIMINGS = ("latency", "speedup/latency", "speedup/onnx", "speedup/latency_vs_compiled")
 
 
-def fetch_config(run_id: str, tracking_uri: str) -> dict[str, Any]:
-    """The resolved config logged with run `run_id`; a ConfigError if there is none."""
+def open_store(tracking_uri: str) -> Any:
+    """The client of an existing store: a SQLite file that is not there is refused rather
+    than created empty, and a URI MLflow cannot open is one line."""
     from mlflow.exceptions import MlflowException
 
     from compress.tracking.store import open_client
 
-    client = open_client(tracking_uri)
+    if tracking_uri.startswith("sqlite:///"):
+        path = Path(tracking_uri.removeprefix("sqlite:///").split("?", 1)[0])
+        if path.name and not path.is_file():
+            raise ConfigError(f"no MLflow store at {path} (nothing logged there yet?)")
+    try:
+        return open_client(tracking_uri)
+    except Exception as error:  # an unknown scheme, a file that is no database, ...
+        message = error.message if isinstance(error, MlflowException) else str(error)
+        first = message.strip().splitlines()[0] if message.strip() else type(error).__name__
+        raise ConfigError(f"cannot open the MLflow store {tracking_uri}: {first}") from None
+
+
+def fetch_config(run_id: str, tracking_uri: str) -> dict[str, Any]:
+    """The resolved config logged with run `run_id`; a ConfigError if there is none."""
+    from mlflow.exceptions import MlflowException
+
+    client = open_store(tracking_uri)
     try:
         client.get_run(run_id)
     except MlflowException:
@@ -47,7 +64,7 @@ def is_timing(metric: str) -> bool:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="compress-rerun", description=__doc__.splitlines()[0])
+    parser = ArgumentParser(prog="compress-rerun", description=__doc__.splitlines()[0])
     parser.add_argument("run_id")
     parser.add_argument(
         "--tracking-uri",
@@ -72,9 +89,7 @@ def main(argv: list[str] | None = None) -> None:
         result = run(cfg, tags={"rerun_of": args.run_id})
     except CompressError as error:
         fail("compress-rerun", error)
-    from compress.tracking.store import open_client
-
-    before = open_client(args.tracking_uri).get_run(args.run_id).data.metrics
+    before = open_store(args.tracking_uri).get_run(args.run_id).data.metrics
     same = [k for k, v in result.metrics.items() if not is_timing(k) and before.get(k) == v]
     differ = [k for k, v in result.metrics.items() if not is_timing(k) and before.get(k) != v]
     print(

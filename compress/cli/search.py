@@ -6,22 +6,25 @@ from __future__ import annotations
 from typing import Any
 
 import hydra
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from compress.cli.config_dir import CONFIG_DIR
+from compress.cli.hydra_entry import hydra_entry, job_started, overrides, resolved
+
+
+def main() -> Any:
+    """The console script: Hydra's app, its refusals on one line (exit code 2)."""
+    return hydra_entry("compress-search", _search)
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="search")
-def main(cfg: DictConfig) -> None:
-    from hydra.core.hydra_config import HydraConfig
-
-    plain: dict[str, Any] = OmegaConf.to_container(cfg, resolve=True)  # type: ignore[assignment]
-
+def _search(cfg: DictConfig) -> None:
+    job_started()
     from compress.cli.exits import fail
     from compress.errors import CompressError
     from compress.search.study import search
 
     try:
-        search(plain, " ".join(HydraConfig.get().overrides.task)[:5000])
+        search(resolved(cfg), overrides())
     except CompressError as error:
         fail("compress-search", error)

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -13,15 +14,37 @@ from typing import Any
 import torch
 
 from compress.analysis import AnalysisConfig, parse_analysis
-from compress.config import from_mapping, require
+from compress.config import from_mapping, matches, require, require_finite
 from compress.data.augment import AugmentConfig, NoAugment, parse_augment
 from compress.distill.config import DistillConfig
+from compress.errors import ConfigError
 from compress.measure import Measurement
 from compress.measure.config import MeasureConfig
 from compress.methods import MethodConfig, parse_method
 from compress.schedules import ScheduleConfig, parse_schedule
 from compress.tracking.config import TrackingConfig
 from compress.train.recipe import RuntimeConfig, TrainRecipe
+
+#: The top-level keys of a job's config: the sections conf/config.yaml composes, and
+#: `study`, what an experiment recipe records of its paper (experiments/results.py reads it).
+SECTIONS = (
+    "analysis", "augment", "dataset", "distill", "measure", "method", "model", "paths",
+    "runtime", "schedule", "seed", "study", "tracking",
+)  # fmt: skip
+
+
+def check_config(cfg: Mapping[str, Any], also: Iterable[str] = ()) -> None:
+    """Refuse a top-level key no step reads (a misspelled `+sead=3` would run the whole job
+    with seed 0) and any number that is not finite; `also`: keys the caller reads itself."""
+    valid = sorted({*SECTIONS, *also})
+    unknown = sorted(set(cfg) - set(valid))
+    if unknown:
+        close = [m for key in unknown for m in difflib.get_close_matches(key, valid, n=1)]
+        hint = f" (did you mean {', '.join(close)}?)" if close else ""
+        raise ConfigError(
+            f"unknown top-level key(s) {', '.join(unknown)}{hint}; valid: {', '.join(valid)}"
+        )
+    require_finite(cfg)
 
 
 @dataclass(frozen=True)
@@ -46,7 +69,11 @@ class Plan:
     augment: AugmentConfig = dataclasses.field(default_factory=NoAugment)
 
     @classmethod
-    def from_config(cls, cfg: Mapping[str, Any]) -> Plan:
+    def from_config(cls, cfg: Mapping[str, Any], also: Iterable[str] = ()) -> Plan:
+        """The plan of `cfg`, every section checked (see `check_config` for `also`)."""
+        check_config(cfg, also)
+        seed = cfg.get("seed", 0)
+        require(matches(seed, int), f"seed must be an integer, got {seed!r}")
         for section in ("model", "dataset", "method", "schedule", "paths"):
             require(section in cfg, f"config has no '{section}' section")
         schedule = dict(cfg["schedule"])
@@ -58,7 +85,7 @@ class Plan:
         train = TrainRecipe.parse(schedule.get("train"), "schedule.train")
         finetune = TrainRecipe.parse(schedule.get("finetune"), "schedule.finetune")
         return cls(
-            seed=int(cfg.get("seed", 0)),
+            seed=seed,
             model=dict(cfg["model"]),
             dataset=dict(cfg["dataset"]),
             method=parse_method(cfg["method"]),
@@ -91,9 +118,30 @@ class Plan:
         return "reused from cache" if cached else "trained and cached"
 
     def device(self) -> torch.device:
-        if self.runtime.device != "auto":
-            return torch.device(self.runtime.device)
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        """Where the job runs; a device this machine lacks is refused here, before any data
+        is loaded onto it."""
+        name = self.runtime.device
+        if name == "auto":
+            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        try:
+            device = torch.device(name)
+        except RuntimeError:
+            raise ConfigError(f"runtime.device '{name}' is not a device name") from None
+        if device.type == "cuda":
+            count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+            require(
+                count > 0, f"runtime.device={name}: no CUDA GPU is visible here (use auto or cpu)"
+            )
+            require(
+                device.index is None or device.index < count,
+                f"runtime.device={name}: only {count} CUDA GPU(s) here (cuda:0..cuda:{count - 1})",
+            )
+        if device.type == "mps":
+            require(
+                torch.backends.mps.is_available(),
+                f"runtime.device={name}: MPS is not available here (use auto or cpu)",
+            )
+        return device
 
 
 @dataclass(frozen=True)

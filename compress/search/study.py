@@ -37,10 +37,11 @@ def search(cfg: dict[str, Any], overrides: str = "") -> optuna.Study:
     from optuna.trial import TrialState
 
     from compress.config import from_mapping, require
-    from compress.run.pipeline import Plan
+    from compress.run.plan import Plan, check_config
     from compress.search.space import SearchSettings, Space, open_storage, resume
     from compress.tracking.config import TrackingConfig
 
+    check_config(cfg, also=("search",))  # before the data is loaded for the space
     settings = SearchSettings.parse(cfg.get("search"))
     method = (cfg.get("method") or {}).get("name")
     require(
@@ -49,7 +50,7 @@ def search(cfg: dict[str, Any], overrides: str = "") -> optuna.Study:
         "set by search.prune and search.quantize_weights",
     )
     space = Space.for_config(settings, cfg)
-    Plan.from_config({**cfg, "method": space.sample_method()})  # the other sections, checked
+    Plan.from_config({**cfg, "method": space.sample_method()}, also=("search",))  # the rest
     tracking = from_mapping(TrackingConfig, cfg.get("tracking"), "tracking")
     setup = space.setup(cfg)
 
