@@ -22,6 +22,7 @@ import importlib
 import os
 import pkgutil
 import sys
+import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, Generic, TypeVar
@@ -42,6 +43,10 @@ class Registry(Generic[P]):
         self.package = package
         self._classes: dict[str, type[P]] = {}
         self._loaded = False
+        self._loading = False
+        # Threads asking for their first name at once (jobs in one process) wait for the
+        # whole package instead of reading the names half of it registered so far.
+        self._lock = threading.RLock()
 
     def add(self, cls: type[P]) -> None:
         known = self._classes.get(cls.name)
@@ -58,23 +63,26 @@ class Registry(Generic[P]):
         """
         if self._loaded:
             return
-        self._loaded = True  # before the imports: a plugin module may ask for names itself
-        try:
-            package = importlib.import_module(self.package)
-            modules = [
-                module.name
-                for module in pkgutil.walk_packages(package.__path__, f"{self.package}.")
-            ]
-            for module in modules:
-                importlib.import_module(module)
-        except BaseException:
-            self._loaded = False  # a failed import must fail again, not leave names missing
-            raise
-        rank = {module: index for index, module in enumerate(modules)}
-        ordered = sorted(
-            self._classes.items(), key=lambda item: rank.get(item[1].__module__, len(rank))
-        )
-        self._classes = dict(ordered)
+        with self._lock:
+            if self._loaded or self._loading:  # a plugin module asking for names itself
+                return
+            self._loading = True
+            try:
+                package = importlib.import_module(self.package)
+                modules = [
+                    module.name
+                    for module in pkgutil.walk_packages(package.__path__, f"{self.package}.")
+                ]
+                for module in modules:
+                    importlib.import_module(module)
+            finally:  # a failed import must fail again, not leave names missing
+                self._loading = False
+            rank = {module: index for index, module in enumerate(modules)}
+            ordered = sorted(
+                self._classes.items(), key=lambda item: rank.get(item[1].__module__, len(rank))
+            )
+            self._classes = dict(ordered)
+            self._loaded = True
 
     def names(self) -> tuple[str, ...]:
         self._load()

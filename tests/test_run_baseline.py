@@ -52,14 +52,14 @@ def test_a_filesystem_without_locks_warns_and_goes_on(
     import errno
     import fcntl
 
-    from compress.run import baseline
+    from compress.artifact.cache_entry import exclusive
 
     def no_locks(*args: object) -> None:
         raise OSError(errno.ENOSYS, "Function not implemented")
 
     monkeypatch.setattr(fcntl, "flock", no_locks)
     entered = []
-    with baseline._exclusive(tmp_path / "cache" / ".key.lock"):
+    with exclusive(tmp_path / "cache" / ".key.lock"):
         entered.append(True)
     assert entered == [True]
     assert "cannot be locked" in caplog.text
@@ -70,6 +70,6 @@ def test_a_filesystem_without_locks_warns_and_goes_on(
     monkeypatch.setattr(fcntl, "flock", broken)
     with (
         pytest.raises(OSError, match="Bad file descriptor"),
-        baseline._exclusive(tmp_path / "cache" / ".key.lock"),
+        exclusive(tmp_path / "cache" / ".key.lock"),
     ):
         pass

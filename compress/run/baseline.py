@@ -1,29 +1,31 @@
 """The trained baseline, cached by a hash of everything that determines its weights.
 
 A later run with the same model, data, training recipe, seed and numerics reuses the
-file instead of training again. Files are written atomically and loaded with
-`weights_only=True`; a file that does not load is retrained, never a crash.
+file instead of training again. Files are cache entries (`compress.artifact.cache_entry`):
+written atomically with a record of their size and hash, verified before they are loaded
+(with `weights_only=True`); a file that fails either is retrained, never a crash.
+
+A file from before records existed is reused only if its zip checksums pass and it
+loads whole (retraining can cost hours); it is then recorded, with a warning.
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import errno
-import fcntl
 import hashlib
+import io
 import json
 import logging
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import torch
 from torch import nn
 
-from compress.artifact.store import atomic_torch_save
+from compress.artifact.cache_entry import discard, exclusive, read_entry, record, write_entry
 from compress.data import DataBundle
 from compress.train.callbacks import EpochStats
 from compress.train.loop import fit
@@ -84,50 +86,12 @@ def load_or_train(
     a lock file: the first trains and caches it, the others wait and then load it.
     """
     path = cache_dir / f"{key}.pt"
-    with _exclusive(cache_dir / f".{key}.lock"):
+    with exclusive(cache_dir / f".{key}.lock"):
         cached = _load(path, model)
         if cached is not None:
             log.info("baseline: reusing %s", path)
             return cached
         return _train(model, data, recipe, runtime, seed=seed, key=key, path=path)
-
-
-@contextlib.contextmanager
-def _exclusive(lock: Path) -> Iterator[None]:
-    """Hold an exclusive advisory lock on `lock` (released by the OS if the process dies).
-
-    A filesystem without locks (Lustre mounted without `flock`) gets a warning, not a
-    crash: jobs may then train the same baseline twice, and the atomic save keeps the
-    cache whole either way.
-    """
-    lock.parent.mkdir(parents=True, exist_ok=True)
-    with lock.open("a") as handle:
-        try:
-            if not _try_lock(handle):
-                log.info("baseline: another job is training it; waiting for %s", lock)
-                fcntl.flock(handle, fcntl.LOCK_EX)
-        except OSError as error:
-            if error.errno not in _NO_LOCKS:
-                raise
-            log.warning("baseline: %s cannot be locked (%s); not waiting", lock, error)
-            yield
-            return
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
-#: What flock raises where the filesystem does not support it.
-_NO_LOCKS = (errno.ENOSYS, errno.EOPNOTSUPP, errno.ENOLCK)
-
-
-def _try_lock(handle: IO[str]) -> bool:
-    try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return False
-    return True
 
 
 def _train(
@@ -143,16 +107,14 @@ def _train(
     started = time.perf_counter()
     history = fit(model, data, recipe, runtime, seed=seed, label="baseline")
     seconds = time.perf_counter() - started
-    atomic_torch_save(
-        {
-            "format": FORMAT,
-            "key": key,
-            "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-            "history": [dataclasses.asdict(h) for h in history],
-            "train_seconds": seconds,
-        },
-        path,
-    )
+    payload = {
+        "format": FORMAT,
+        "key": key,
+        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "history": [dataclasses.asdict(h) for h in history],
+        "train_seconds": seconds,
+    }
+    write_entry(path, lambda tmp: torch.save(payload, tmp))
     log.info("baseline: trained in %.1f s, cached at %s", seconds, path)
     return Baseline(cached=False, path=path, history=history, train_seconds=seconds)
 
@@ -163,14 +125,27 @@ def _load(path: Path, model: nn.Module) -> Baseline | None:
     # load_state_dict may copy some tensors before it fails: keep the fresh init to restore.
     initial = {k: v.clone() for k, v in model.state_dict().items()}
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
+        entry = read_entry(path, unrecorded=True)
+        if entry is None:
+            return None
+        payload = torch.load(io.BytesIO(entry.data), map_location="cpu", weights_only=True)
         if payload.get("format") != FORMAT:
             raise ValueError(f"format {payload.get('format')!r}")
+        if payload.get("key") != path.stem:
+            raise ValueError(f"it holds the baseline of key {payload.get('key')!r}")
         model.load_state_dict(payload["state_dict"])
         history = [EpochStats(**h) for h in payload["history"]]
-    except Exception as error:  # any unreadable file is retrained, not fatal
-        log.warning("baseline cache %s is unusable (%s); retraining", path, error)
-        path.unlink(missing_ok=True)
+        train_seconds = float(payload["train_seconds"])
+    except Exception as error:  # any file not verified or not loading is retrained
+        log.warning("baseline cache %s is not used (%s); retraining", path, error)
+        discard(path)
         model.load_state_dict(initial)
         return None
-    return Baseline(cached=True, path=path, history=history, train_seconds=payload["train_seconds"])
+    if not entry.recorded:
+        record(path, entry.data)
+        log.warning(
+            "baseline cache %s had no record of its size and hash (an earlier version wrote "
+            "it); its zip checksums pass and it loads whole, so it is reused and recorded now",
+            path,
+        )
+    return Baseline(cached=True, path=path, history=history, train_seconds=train_seconds)

@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from compress.artifact.cache_entry import Untrusted, discard, exclusive, read_entry, write_entry
 from compress.artifact.store import save_artifact
 from compress.data import DataBundle
 from compress.distill.objective import DistillObjective
@@ -87,9 +88,24 @@ def trained_baseline(
         cache_dir=plan.outputs / "cache" / "baselines",
     )
     artifact = plan.outputs / "cache" / "baseline_artifacts" / f"{key}.pt"
-    if cache.cached and artifact.exists():
-        return TrainedBaseline(cache, key, artifact, artifact.stat().st_size)
-    return TrainedBaseline(cache, key, artifact, save(model, artifact, plan, data))
+    with exclusive(artifact.with_name(f".{key}.lock")):
+        size = _cached_size(artifact) if cache.cached else None
+        if size is None:  # a retrained baseline, or no artifact to trust: save it (again)
+            size = write_entry(artifact, lambda tmp: save(model, tmp, plan, data))
+    return TrainedBaseline(cache, key, artifact, size)
+
+
+def _cached_size(artifact: Path) -> int | None:
+    """The bytes of the cached baseline artifact once verified; None where there is none
+    or it is not trusted (then discarded, with a warning). One written before records
+    existed is saved again too: that costs a save, and gives the bytes this version writes."""
+    try:
+        entry = read_entry(artifact)
+    except Untrusted as why:
+        log.warning("baseline artifact %s is not used (%s); saving it again", artifact, why)
+        discard(artifact)
+        return None
+    return None if entry is None else len(entry.data)
 
 
 def prepare_teacher(
