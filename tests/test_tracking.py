@@ -130,3 +130,19 @@ def test_locked_writes_are_retried_other_errors_are_not(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="bad value"):
         retrying(broken)
     assert calls.count("broken") == 1
+
+
+def test_experiments_are_marked_model_training_old_ones_when_next_used(tmp_path: Path) -> None:
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(tracking_uri=uri)
+    old = client.create_experiment("old")  # as compress made them before: no kind
+    chosen = client.create_experiment("chosen", tags={"mlflow.experimentKind": "finetuning"})
+    for name in ("new", "old", "chosen"):
+        with Run(TrackingConfig(uri=uri, experiment=name), {}):
+            pass
+    # MLflow 3's UI opens an experiment without this tag on GenAI traces, not on its runs.
+    kind = {e.name: e.tags.get("mlflow.experimentKind") for e in client.search_experiments()}
+    assert kind["new"] == kind["old"] == "custom_model_development"
+    assert kind["chosen"] == "finetuning"  # a kind someone set is theirs
+    assert client.get_experiment(old).tags["mlflow.experimentKind"] == "custom_model_development"
+    assert client.get_experiment(chosen).name == "chosen"
