@@ -146,3 +146,23 @@ def test_experiments_are_marked_model_training_old_ones_when_next_used(tmp_path:
     assert kind["chosen"] == "finetuning"  # a kind someone set is theirs
     assert client.get_experiment(old).tags["mlflow.experimentKind"] == "custom_model_development"
     assert client.get_experiment(chosen).name == "chosen"
+
+
+def test_internal_config_keys_are_told_from_what_a_run_computed() -> None:
+    from compress.tracking.params import split_internal
+
+    flat = flatten(
+        {
+            "method": {"amount": 0.5},
+            "paths": {"run_dir": "/r"},
+            "tracking": {"uri": "sqlite:///x"},
+            "runtime": {"progress": False, "device": "cpu"},
+        }
+    )
+    params, tags = split_internal(flat)
+    assert params == {"method.amount": "0.5", "runtime.device": "cpu"}
+    assert tags == {
+        "paths.run_dir": "/r",
+        "tracking.uri": "sqlite:///x",
+        "runtime.progress": "false",
+    }

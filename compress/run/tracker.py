@@ -26,6 +26,7 @@ from compress.errors import AlreadyFinished, CompressError
 from compress.run.baseline import Baseline
 from compress.run.plan import Plan
 from compress.tracking.config import TrackingConfig
+from compress.tracking.params import split_internal
 from compress.tracking.provenance import provenance
 from compress.tracking.run import Run, finished_run, flatten, sweep_tags, tag_run
 from compress.train.callbacks import EpochStats
@@ -67,10 +68,11 @@ class Tracker:
     # -- the steps report
 
     def started(self, cfg: Mapping[str, Any], data: DataBundle, device: torch.device) -> None:
-        """The config (params, and config.yaml as an artifact), the data's own record (see
-        `data_tags`) and where the job runs."""
-        self._run.log_params(flatten(cfg))
-        self._run.set_tags({**data_tags(data), "device": device.type, **provenance()})
+        """The config (params, but for where it writes and tracks: tags; and config.yaml as an
+        artifact), the data's own record (see `data_tags`) and where the job runs."""
+        params, internal = split_internal(flatten(cfg))
+        self._run.log_params(params)
+        self._run.set_tags({**internal, **data_tags(data), "device": device.type, **provenance()})
         path = self.plan.run_dir / "config.yaml"
         path.write_text(yaml.safe_dump(dict(cfg), sort_keys=False))
         self._run.log_artifact(path)
@@ -177,8 +179,9 @@ def record_failure(cfg: Mapping[str, Any], error: BaseException, tags: Mapping[s
     except CompressError:
         return  # the tracking section itself is what is wrong: nowhere to record it
     try:
-        with Run(tracking, {**tags, **provenance()}) as run:
-            run.log_params(flatten(cfg))
+        params, internal = split_internal(flatten(cfg))
+        with Run(tracking, {**tags, **internal, **provenance()}) as run:
+            run.log_params(params)
             raise error
     except CompressError:
         pass
