@@ -166,3 +166,27 @@ def test_internal_config_keys_are_told_from_what_a_run_computed() -> None:
         "tracking.uri": "sqlite:///x",
         "runtime.progress": "false",
     }
+
+
+def test_run_names_say_what_the_run_is_and_fit_in_40_characters() -> None:
+    from compress.tracking.names import job_name, run_name, sweep_name
+
+    quick = "schedule.train.epochs=3 schedule.finetune.epochs=2 paths.outputs=/o"
+    assert job_name("prune", f"method.amount=0.9 {quick}", ["method.amount"]) == (
+        "prune amount=0.9"
+    )
+    # Alone: the method's own settings first, then the rest; keys as short as stays clear.
+    assert job_name("prune", f"{quick} method.amount=0.9") == "prune amount=0.9 train.epochs=3 …"
+    swept = ["method", "schedule.train.lr", "schedule.finetune.lr"]
+    overrides = "method=qat schedule.train.lr=0.1 schedule.finetune.lr=0.01"
+    assert job_name("qat", overrides, swept) == "qat train.lr=0.1 finetune.lr=0.01"
+    assert job_name("prune", "paths.outputs=/o hydra.job.chdir=false") == "prune"
+    assert run_name({"method": "stack", "search.trial": "7", "overrides": quick}) == (
+        "stack trial 7"
+    )
+    assert sweep_name(["method.amount=0.5,0.8,0.9"], "x") == "sweep method.amount=0.5,0.8,0.9"
+    long = ["method.amount=0.5,0.8,0.9", "seed=0,1,2", "schedule.finetune.lr=0.1,0.01"]
+    assert sweep_name(long, "x") == "sweep amount=0.5,0.8,0.9 seed=0,1,2 …"
+    assert sweep_name([], "sweep 2026-12-01 10-00-00") == "sweep 2026-12-01 10-00-00"
+    for name in (job_name("m" * 60, ""), sweep_name([f"a.b={'1,' * 40}1"], "x")):
+        assert len(name) <= 40 and name.endswith("…")

@@ -1,6 +1,7 @@
 """Every tracking call of a job, in one place: the pipeline's steps report here.
 
-The `Tracker` owns the job's MLflow run. It is also a training callback, so each epoch's
+The `Tracker` owns the job's MLflow run, named by what the job is (`prune amount=0.9`:
+`compress.tracking.names`). It is also a training callback, so each epoch's
 loss, accuracies and learning rate are logged as the epoch ends (a long run shows its
 curves while it trains, and a crash keeps them), under the phase that trained it
 (`baseline/loss`, `finetune/val_acc`, ...). A resumed job is skipped before its run opens;
@@ -9,6 +10,7 @@ a job refused before its run opened still leaves a FAILED run in a sweep.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from collections.abc import Mapping
@@ -26,6 +28,7 @@ from compress.errors import AlreadyFinished, CompressError
 from compress.run.baseline import Baseline
 from compress.run.plan import Plan
 from compress.tracking.config import TrackingConfig
+from compress.tracking.names import run_name
 from compress.tracking.params import split_internal
 from compress.tracking.provenance import provenance
 from compress.tracking.run import Run, finished_run, flatten, sweep_tags, tag_run
@@ -42,7 +45,8 @@ class Tracker:
     def __init__(self, plan: Plan, tags: Mapping[str, str]) -> None:
         self.plan = plan
         self.tags = dict(tags)
-        self._run = Run(plan.tracking, self.tags)
+        name = plan.tracking.run_name or run_name(self.tags)
+        self._run = Run(dataclasses.replace(plan.tracking, run_name=name), self.tags)
         self._phase = "train"
         self._epochs: dict[str, int] = {}
 
@@ -180,7 +184,8 @@ def record_failure(cfg: Mapping[str, Any], error: BaseException, tags: Mapping[s
         return  # the tracking section itself is what is wrong: nowhere to record it
     try:
         params, internal = split_internal(flatten(cfg))
-        with Run(tracking, {**tags, **internal, **provenance()}) as run:
+        named = dataclasses.replace(tracking, run_name=tracking.run_name or run_name(tags))
+        with Run(named, {**tags, **internal, **provenance()}) as run:
             run.log_params(params)
             raise error
     except CompressError:
