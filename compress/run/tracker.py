@@ -20,6 +20,7 @@ from typing import Any
 
 import torch
 import yaml
+from torch import nn
 
 from compress.analysis import AnalysisResult
 from compress.config import from_mapping
@@ -29,7 +30,7 @@ from compress.run.baseline import Baseline
 from compress.run.plan import Plan
 from compress.tracking.config import TrackingConfig
 from compress.tracking.names import run_name
-from compress.tracking.params import split_internal
+from compress.tracking.params import PARAM_LIMIT, split_internal
 from compress.tracking.provenance import provenance
 from compress.tracking.run import Run, finished_run, flatten, sweep_tags, tag_run
 from compress.train.callbacks import EpochStats
@@ -49,6 +50,7 @@ class Tracker:
         self._run = Run(dataclasses.replace(plan.tracking, run_name=name), self.tags)
         self._phase = "train"
         self._epochs: dict[str, int] = {}
+        self._params: dict[str, str] = {}
 
     def __enter__(self) -> Tracker:
         self._run.__enter__()
@@ -75,6 +77,7 @@ class Tracker:
         """The config (params, but for where it writes and tracks: tags; and config.yaml as an
         artifact), the data's own record (see `data_tags`) and where the job runs."""
         params, internal = split_internal(flatten(cfg))
+        self._params = {k: str(v)[:PARAM_LIMIT] for k, v in params.items()}
         self._run.log_params(params)
         self._run.set_tags({**internal, **data_tags(data), "device": device.type, **provenance()})
         path = self.plan.run_dir / "config.yaml"
@@ -112,6 +115,16 @@ class Tracker:
         path.write_text(json.dumps(summary, indent=2, default=str))
         for file, folder in [*files, (path, None)]:
             self._run.log_artifact(file, folder)
+
+    def log_model(self, model: nn.Module, data: DataBundle, converted: bool) -> None:
+        """The compressed model (as loaded back from the artifact) also as an MLflow model:
+        listed under the run's logged models, loadable and registrable; two test inputs are
+        its input example."""
+        if not self.plan.tracking.log_model or self.run_id is None:
+            return
+        example = next(iter(data.test.loader(2))).x
+        name = self.tags.get("method") or str(self._params.get("method.name", "model"))
+        self._run.log_model(model, example, name=name, converted=converted, params=self._params)
 
     # -- a training callback
 
