@@ -51,6 +51,7 @@ class Tracker:
         self._phase = "train"
         self._epochs: dict[str, int] = {}
         self._params: dict[str, str] = {}
+        self._metrics: list[str] = []
 
     def __enter__(self) -> Tracker:
         self._run.__enter__()
@@ -109,6 +110,7 @@ class Tracker:
     ) -> None:
         """The job's figures, its tables and files, its summary.json and its artifact."""
         self._run.set_tags(tags)
+        self._metrics = list(metrics)
         self._run.log_histories({"finetune/sparsity": sparsity})
         self._run.log_metrics(metrics)
         path = self.plan.run_dir / "summary.json"
@@ -124,7 +126,14 @@ class Tracker:
             return
         example = next(iter(data.test.loader(2))).x
         name = self.tags.get("method") or str(self._params.get("method.name", "model"))
-        self._run.log_model(model, example, name=name, converted=converted, params=self._params)
+        self._run.log_model(
+            model,
+            example,
+            name=name,
+            converted=converted,
+            params=self._params,
+            metrics=self._metrics,
+        )
 
     # -- a training callback
 

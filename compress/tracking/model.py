@@ -22,7 +22,7 @@ import os
 import re
 import time
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING
 
 import torch
@@ -35,6 +35,11 @@ log = logging.getLogger(__name__)
 
 #: The logged model's tag saying how it was serialized.
 FORMAT_TAG = "compress.serialization"
+#: The step the model is logged at. MLflow links every metric the run has at that step to
+#: the model; at step 0 that would be the first epoch of each training curve (a loss of the
+#: untrained baseline shown as the model's). No metric is logged at this step, so MLflow
+#: links none, and `_link` gives the model the run's final figures instead.
+NO_STEP = -1
 
 
 @contextlib.contextmanager
@@ -82,9 +87,11 @@ def log_model(
     name: str,
     converted: bool,
     params: Mapping[str, str],
+    metrics: Sequence[str] = (),
 ) -> str | None:
-    """Log `model` (run on `example`, a batch of two) as an MLflow model of run `run_id`;
-    its id, or None (with a warning) when it could not be logged."""
+    """Log `model` (run on `example`, a batch of two) as an MLflow model of run `run_id`,
+    with its `params` and the run's final `metrics` (names: logged at step 0); its id, or
+    None (with a warning) when it could not be logged."""
     import mlflow
     from mlflow.models import infer_signature
 
@@ -113,9 +120,11 @@ def log_model(
                 signature=infer_signature(example.numpy(), output.numpy()),
                 input_example=example.numpy(),
                 serialization_format=fmt,
+                step=NO_STEP,
                 pip_requirements=mlflow.pytorch.get_default_pip_requirements(),
                 validate_serving_input=False,  # a warning at most, for ~1 s: the tests load it
             )
+        _link(client, run_id, created.model_id, metrics)
         client.finalize_logged_model(created.model_id, "READY")
     except Exception as error:
         log.warning("mlflow: compressed model not logged as an MLflow model: %s", error)
@@ -126,6 +135,21 @@ def log_model(
     took = time.perf_counter() - started
     log.info("mlflow: logged model %s (%s, %.1f s)", created.model_id, shown, took)
     return created.model_id
+
+
+def _link(client: MlflowClient, run_id: str, model_id: str, names: Sequence[str]) -> None:
+    """The run's step-0 points of `names` linked to the model, as MLflow links them: the
+    same points again, now naming the model (the run's history gets no new point)."""
+    from mlflow.entities import Metric
+
+    points = [
+        Metric(m.key, m.value, m.timestamp, m.step, model_id=model_id, run_id=run_id)
+        for name in names
+        for m in client.get_metric_history(run_id, name)
+        if m.step == 0
+    ]
+    if points:
+        client.log_batch(run_id, metrics=points)
 
 
 def _on_cpu(model: nn.Module) -> bool:

@@ -265,7 +265,7 @@ class Run:
             return None
         from compress.tracking.model import log_model
 
-        self.flush()  # MLflow links the run's step-0 metrics to the model: all of them
+        self.flush()  # the run's final metrics are linked to the model: all stored first
         where = (str(self.config.uri), str(self.experiment_id), str(self.run_id))
         return log_model(self._client, *where, model, example, **how)
 
