@@ -95,6 +95,7 @@ def test_the_compressed_model_is_an_mlflow_model_that_predicts_as_ours(
     history = MlflowClient(tracking_uri=tracking_uri).get_metric_history(logged.info.run_id, "acc")
     assert len(history) == 1  # linking added no point to the run's own history
     assert model.params["method.name"] == method
+    assert "model/model.pt" in model.tags["mlflow.note.content"]  # its description
     info = mlflow.models.get_model_info(model.model_uri)
     assert info.signature.inputs.to_dict()[0]["tensor-spec"]["shape"] == (-1, 1, 8, 8)
     assert info.saved_input_example_info["type"] == "ndarray"

@@ -126,6 +126,13 @@ class Tracker:
             return
         example = next(iter(data.test.loader(2))).x
         name = self.tags.get("method") or str(self._params.get("method.name", "model"))
+        norm = data.normalization
+        description = (
+            f"The compressed model of run `{self.run_id}`, as measured (its real compressed "
+            "bytes are the run's artifact `model/model.pt`). Inputs are normalised: "
+            f"(x - {[round(v, 4) for v in norm.mean]}) / {[round(v, 4) for v in norm.std]} "
+            f"per channel ({norm.mode})."
+        )
         self._run.log_model(
             model,
             example,
@@ -133,6 +140,7 @@ class Tracker:
             converted=converted,
             params=self._params,
             metrics=self._metrics,
+            description=description,
         )
 
     # -- a training callback

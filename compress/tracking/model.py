@@ -40,6 +40,8 @@ FORMAT_TAG = "compress.serialization"
 #: untrained baseline shown as the model's). No metric is logged at this step, so MLflow
 #: links none, and `_link` gives the model the run's final figures instead.
 NO_STEP = -1
+#: MLflow's tag for a description (of a run or a logged model).
+NOTE_TAG = "mlflow.note.content"
 
 
 @contextlib.contextmanager
@@ -88,10 +90,11 @@ def log_model(
     converted: bool,
     params: Mapping[str, str],
     metrics: Sequence[str] = (),
+    description: str = "",
 ) -> str | None:
     """Log `model` (run on `example`, a batch of two) as an MLflow model of run `run_id`,
-    with its `params` and the run's final `metrics` (names: logged at step 0); its id, or
-    None (with a warning) when it could not be logged."""
+    with its `params`, the run's final `metrics` (names: logged at step 0) and a
+    `description`; its id, or None (with a warning) when it could not be logged."""
     import mlflow
     from mlflow.models import infer_signature
 
@@ -109,7 +112,7 @@ def log_model(
             name=re.sub(r"[/:.%\"']", "-", name),  # what MLflow refuses in a model name
             source_run_id=run_id,
             params=dict(params),
-            tags={FORMAT_TAG: shown},
+            tags={FORMAT_TAG: shown, NOTE_TAG: f"{description}\n\nSerialized as {shown}."},
         )
         with _tracking_uri(uri), _quiet_mlflow():
             mlflow.pytorch.log_model(
