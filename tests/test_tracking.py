@@ -190,3 +190,15 @@ def test_run_names_say_what_the_run_is_and_fit_in_40_characters() -> None:
     assert sweep_name([], "sweep 2026-12-01 10-00-00") == "sweep 2026-12-01 10-00-00"
     for name in (job_name("m" * 60, ""), sweep_name([f"a.b={'1,' * 40}1"], "x")):
         assert len(name) <= 40 and name.endswith("…")
+
+
+def test_ui_links_open_the_model_training_view() -> None:
+    from compress.tracking.store import ui_url
+
+    # MLflow 3.17's UI takes its view from this, not from the experiment's kind tag.
+    assert ui_url("sqlite:////o/mlflow.db", "3", "abc") == (
+        "http://127.0.0.1:5000/#/experiments/3/runs/abc?workflowType=machine_learning"
+    )
+    assert ui_url("http://mlflow-host:5000/", "3") == (
+        "http://mlflow-host:5000/#/experiments/3/runs?workflowType=machine_learning"
+    )

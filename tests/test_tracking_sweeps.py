@@ -40,6 +40,9 @@ def test_a_sweep_with_a_failed_job_says_so_in_one_line_and_exits_1(
     children = {r.info.run_name: r for r in runs if r is not parent}
     # Names say what a run is; the full overrides stay in a tag.
     assert parent.info.run_name == "sweep method.amount=0.5,1.5,0.8"
+    # A link that opens the sweep in the UI's model-training view (not on GenAI traces).
+    ui = f"http://127.0.0.1:5000/#/experiments/1/runs/{parent.info.run_id}"
+    assert f"sweep in the MLflow UI: {ui}?workflowType=machine_learning" in out
     assert sorted(children) == ["prune amount=0.5", "prune amount=0.8", "prune amount=1.5"]
     assert children["prune amount=1.5"].info.status == "FAILED"
     assert "method.amount=1.5" in children["prune amount=1.5"].data.tags["overrides"]

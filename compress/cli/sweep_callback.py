@@ -58,6 +58,7 @@ class ParentRun(Callback):
         self.sweep_dir: str | None = None
         self.swept = ""
         self.command = ""
+        self.experiment_id: str | None = None
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         from hydra.core.hydra_config import HydraConfig
@@ -87,6 +88,7 @@ class ParentRun(Callback):
         # What the sweep sets, as params: the swept keys hold their lists (`0.5,0.8,0.9`).
         run.log_params(dict(override_pairs(" ".join([*swept, overrides]))))
         self.run_id, self.uri, self.sweep_dir = run.run_id, tracking.uri, str(sweep_dir)
+        self.experiment_id = run.experiment_id
         self.swept = " ".join(swept)
         self.command = " ".join([Path(sys.argv[0]).name, *sys.argv[1:]])[:2000]
         os.environ[PARENT_ENV] = self.run_id or ""
@@ -100,12 +102,15 @@ class ParentRun(Callback):
         from compress.cli.exits import FAILED
         from compress.tracking.config import TrackingConfig
         from compress.tracking.run import Run
+        from compress.tracking.store import ui_url
 
         for name in (PARENT_ENV, SWEEP_ENV, SWEPT_ENV):
             os.environ.pop(name, None)
         table = self._report(self.uri, self.run_id, self.report_axis) if self.report_axis else ""
         failed = self._summarise(self.uri, self.run_id, table)
         Run.attach(TrackingConfig(uri=self.uri), self.run_id).end("FINISHED")
+        if self.experiment_id is not None:
+            print(f"sweep in the MLflow UI: {ui_url(self.uri, self.experiment_id, self.run_id)}")
         self.run_id = None
         if failed:
             print(f"compress: {failed}", file=sys.stderr, flush=True)

@@ -98,3 +98,18 @@ def _mark_model_training(client: MlflowClient, experiment: Any) -> None:
         )
     except Exception as error:
         log.warning("mlflow: experiment %s not marked as model training: %s", experiment_id, error)
+
+
+#: Where `mlflow ui` serves by default.
+LOCAL_UI = "http://127.0.0.1:5000"
+
+
+def ui_url(uri: str, experiment_id: str, run_id: str | None = None) -> str:
+    """The MLflow UI's page of a run (or of the experiment's runs) for tracking URI `uri`:
+    the server itself, or `mlflow ui`'s default address for a local store. It asks for the
+    UI's model-training view: MLflow 3.17's UI picks its view from a per-browser switch
+    (GenAI by default), not from the experiment's kind tag, so a plain link opens an
+    experiment on GenAI traces."""
+    base = uri.rstrip("/") if uri.startswith(("http://", "https://")) else LOCAL_UI
+    page = f"runs/{run_id}" if run_id else "runs"
+    return f"{base}/#/experiments/{experiment_id}/{page}?workflowType=machine_learning"
