@@ -204,7 +204,8 @@ def collect(uri: str, parent_run_id: str) -> list[Job]:
 
 def _job_number(job: Job) -> tuple[int, int]:
     """A sweep's job number is its folder's name (`hydra.sweep.subdir`); else start time."""
-    name = Path(job.params.get("paths.run_dir", "")).name
+    # A tag since paths became internals (runs logged before: a param).
+    name = Path(job.tags.get("paths.run_dir") or job.params.get("paths.run_dir", "")).name
     return (int(name), job.start_time) if name.isdigit() else (1 << 30, job.start_time)
 
 

@@ -74,8 +74,9 @@ def test_a_sweep_is_a_parent_run_and_a_bad_job_fails_alone(tmp_path: Path) -> No
         text=True,
         timeout=300,
     )
-    assert done.returncode == 0, done.stderr
+    assert done.returncode == 1, done.stderr  # the sweep ran, one of its jobs failed
     assert "compress: error: method.amount must be in [0, 1), got 1.5" in done.stderr
+    assert done.stderr.splitlines()[-1] == "compress: 1 of 3 jobs failed: prune amount=1.5"
     assert "Warning" not in done.stderr, done.stderr  # Hydra's warning when a callback fails
     runs = mlflow_runs(tmp_path / "outputs")
     (parent,) = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]

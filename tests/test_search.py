@@ -97,6 +97,11 @@ def test_a_study_resumes_with_only_the_missing_trials(
     assert {r.info.status for r in children} == {"FINISHED"}
     assert {r.data.params["method.name"] for r in children} == {"stack"}
     assert parent.data.metrics["search/complete"] == 3
+    assert "search.storage" not in parent.data.params  # where, not what: a tag
+    assert parent.data.tags["mlflow.note.content"].startswith("**Search** `resume`: 3 complete")
+    assert sorted(r.info.run_name for r in children) == [
+        f"stack trial {t.number}" for t in complete
+    ]
 
     table = Path(out.split("all trials: ")[-1].strip())
     assert table.parent.name and (table.parent / "trial_3").is_dir()

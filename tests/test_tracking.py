@@ -130,3 +130,75 @@ def test_locked_writes_are_retried_other_errors_are_not(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="bad value"):
         retrying(broken)
     assert calls.count("broken") == 1
+
+
+def test_experiments_are_marked_model_training_old_ones_when_next_used(tmp_path: Path) -> None:
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(tracking_uri=uri)
+    old = client.create_experiment("old")  # as compress made them before: no kind
+    chosen = client.create_experiment("chosen", tags={"mlflow.experimentKind": "finetuning"})
+    for name in ("new", "old", "chosen"):
+        with Run(TrackingConfig(uri=uri, experiment=name), {}):
+            pass
+    # MLflow 3's UI opens an experiment without this tag on GenAI traces, not on its runs.
+    kind = {e.name: e.tags.get("mlflow.experimentKind") for e in client.search_experiments()}
+    assert kind["new"] == kind["old"] == "custom_model_development"
+    assert kind["chosen"] == "finetuning"  # a kind someone set is theirs
+    assert client.get_experiment(old).tags["mlflow.experimentKind"] == "custom_model_development"
+    assert client.get_experiment(chosen).name == "chosen"
+
+
+def test_internal_config_keys_are_told_from_what_a_run_computed() -> None:
+    from compress.tracking.params import split_internal
+
+    flat = flatten(
+        {
+            "method": {"amount": 0.5},
+            "paths": {"run_dir": "/r"},
+            "tracking": {"uri": "sqlite:///x"},
+            "runtime": {"progress": False, "device": "cpu"},
+        }
+    )
+    params, tags = split_internal(flat)
+    assert params == {"method.amount": "0.5", "runtime.device": "cpu"}
+    assert tags == {
+        "paths.run_dir": "/r",
+        "tracking.uri": "sqlite:///x",
+        "runtime.progress": "false",
+    }
+
+
+def test_run_names_say_what_the_run_is_and_fit_in_40_characters() -> None:
+    from compress.tracking.names import job_name, run_name, sweep_name
+
+    quick = "schedule.train.epochs=3 schedule.finetune.epochs=2 paths.outputs=/o"
+    assert job_name("prune", f"method.amount=0.9 {quick}", ["method.amount"]) == (
+        "prune amount=0.9"
+    )
+    # Alone: the method's own settings first, then the rest; keys as short as stays clear.
+    assert job_name("prune", f"{quick} method.amount=0.9") == "prune amount=0.9 train.epochs=3 …"
+    swept = ["method", "schedule.train.lr", "schedule.finetune.lr"]
+    overrides = "method=qat schedule.train.lr=0.1 schedule.finetune.lr=0.01"
+    assert job_name("qat", overrides, swept) == "qat train.lr=0.1 finetune.lr=0.01"
+    assert job_name("prune", "paths.outputs=/o hydra.job.chdir=false") == "prune"
+    assert run_name({"method": "stack", "search.trial": "7", "overrides": quick}) == (
+        "stack trial 7"
+    )
+    assert sweep_name(["method.amount=0.5,0.8,0.9"], "x") == "sweep method.amount=0.5,0.8,0.9"
+    long = ["method.amount=0.5,0.8,0.9", "seed=0,1,2", "schedule.finetune.lr=0.1,0.01"]
+    assert sweep_name(long, "x") == "sweep amount=0.5,0.8,0.9 seed=0,1,2 …"
+    assert sweep_name([], "sweep 2026-12-01 10-00-00") == "sweep 2026-12-01 10-00-00"
+    for name in (job_name("m" * 60, ""), sweep_name([f"a.b={'1,' * 40}1"], "x")):
+        assert len(name) <= 40 and name.endswith("…")
+
+
+def test_ui_links_open_the_model_training_view() -> None:
+    from compress.tracking.store import ui_url
+
+    # MLflow 3.17's UI takes its view from this, not from the experiment's kind tag.
+    assert ui_url("sqlite:////o/mlflow.db", "3", "abc") == (
+        "http://127.0.0.1:5000/#/experiments/3/runs/abc?workflowType=machine_learning"
+    )
+    assert ui_url("http://mlflow-host:5000/", "3") == (
+        "http://mlflow-host:5000/#/experiments/3/runs?workflowType=machine_learning"
+    )

@@ -16,6 +16,7 @@ from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from compress.cli.config_dir import CONFIG_DIR
+from compress.tracking.names import SWEPT_ENV
 from compress.tracking.run import PARENT_ENV, SWEEP_ENV
 from tests.support import QUICK, mlflow_runs
 
@@ -78,6 +79,7 @@ def test_slurm_jobs_get_our_resources_and_the_parent_run(
     # The launcher is built after the sweep's parent run exists (Hydra: callbacks first).
     monkeypatch.setenv(PARENT_ENV, "0123abcd")
     monkeypatch.setenv(SWEEP_ENV, "sweep 2026-01-02 03-04-05-000006")
+    monkeypatch.setenv(SWEPT_ENV, "method.amount seed")
     node = launcher_config(tmp_path, "slurm", "hydra.launcher.partition=gpu")
     params = instantiate(node).params  # the real SlurmLauncher, holding what it submits with
     folder = Path(params["submitit_folder"])
@@ -110,6 +112,7 @@ def test_slurm_jobs_get_our_resources_and_the_parent_run(
     exports = [
         "export COMPRESS_PARENT_RUN_ID='0123abcd'",
         "export COMPRESS_SWEEP='sweep 2026-01-02 03-04-05-000006'",
+        "export COMPRESS_SWEPT='method.amount seed'",
     ]
     assert all(lines.index(e) < lines.index("export SUBMITIT_EXECUTOR=slurm") for e in exports)
 
@@ -119,13 +122,16 @@ def test_ray_jobs_get_the_parent_run_in_their_runtime_env(
 ) -> None:
     monkeypatch.setenv(PARENT_ENV, "0123abcd")
     monkeypatch.setenv(SWEEP_ENV, "sweep x")
+    monkeypatch.setenv(SWEPT_ENV, "method.amount")
     init = OmegaConf.to_container(launcher_config(tmp_path, "ray").ray.init, resolve=True)
-    assert init["runtime_env"]["env_vars"] == {PARENT_ENV: "0123abcd", SWEEP_ENV: "sweep x"}
+    assert init["runtime_env"]["env_vars"] == {
+        PARENT_ENV: "0123abcd", SWEEP_ENV: "sweep x", SWEPT_ENV: "method.amount"
+    }  # fmt: skip
     # Outside a tracked sweep: empty strings (Ray takes only strings; empty = no parent).
-    monkeypatch.delenv(PARENT_ENV)
-    monkeypatch.delenv(SWEEP_ENV)
+    for name in (PARENT_ENV, SWEEP_ENV, SWEPT_ENV):
+        monkeypatch.delenv(name)
     init = OmegaConf.to_container(launcher_config(tmp_path, "ray").ray.init, resolve=True)
-    assert init["runtime_env"]["env_vars"] == {PARENT_ENV: "", SWEEP_ENV: ""}
+    assert init["runtime_env"]["env_vars"] == {PARENT_ENV: "", SWEEP_ENV: "", SWEPT_ENV: ""}
 
 
 @pytest.mark.slow  # ~100 s on 2 busy cores: each job a fresh process importing torch and mlflow

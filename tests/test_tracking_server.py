@@ -154,7 +154,7 @@ def test_a_sweep_logs_to_the_server_and_reads_back_over_rest(
     # A child's artifacts, listed and downloaded through the server, are the run folder's files.
     child = children[0]
     run_id = child["info"]["run_id"]
-    run_dir = Path(by_key(child["data"]["params"])["paths.run_dir"])
+    run_dir = Path(tags[run_id]["paths.run_dir"])
     listed = json.loads(get(f"{api}/artifacts/list", run_id=run_id))["files"]
     assert {"config.yaml", "model"} <= {f["path"] for f in listed}
     listed = json.loads(get(f"{api}/artifacts/list", run_id=run_id, path="model"))["files"]

@@ -129,6 +129,7 @@ def run(cfg: Mapping[str, Any], *, tags: Mapping[str, str] | None = None) -> Res
                 "artifact": str(artifact),
             },
         )
+        tracker.log_model(returned, data, converted)
         return Result(
             metrics=metrics,
             baseline=base,

@@ -1,6 +1,7 @@
 """Every tracking call of a job, in one place: the pipeline's steps report here.
 
-The `Tracker` owns the job's MLflow run. It is also a training callback, so each epoch's
+The `Tracker` owns the job's MLflow run, named by what the job is (`prune amount=0.9`:
+`compress.tracking.names`). It is also a training callback, so each epoch's
 loss, accuracies and learning rate are logged as the epoch ends (a long run shows its
 curves while it trains, and a crash keeps them), under the phase that trained it
 (`baseline/loss`, `finetune/val_acc`, ...). A resumed job is skipped before its run opens;
@@ -9,6 +10,7 @@ a job refused before its run opened still leaves a FAILED run in a sweep.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from collections.abc import Mapping
@@ -18,6 +20,7 @@ from typing import Any
 
 import torch
 import yaml
+from torch import nn
 
 from compress.analysis import AnalysisResult
 from compress.config import from_mapping
@@ -26,6 +29,8 @@ from compress.errors import AlreadyFinished, CompressError
 from compress.run.baseline import Baseline
 from compress.run.plan import Plan
 from compress.tracking.config import TrackingConfig
+from compress.tracking.names import run_name
+from compress.tracking.params import PARAM_LIMIT, split_internal
 from compress.tracking.provenance import provenance
 from compress.tracking.run import Run, finished_run, flatten, sweep_tags, tag_run
 from compress.train.callbacks import EpochStats
@@ -41,9 +46,12 @@ class Tracker:
     def __init__(self, plan: Plan, tags: Mapping[str, str]) -> None:
         self.plan = plan
         self.tags = dict(tags)
-        self._run = Run(plan.tracking, self.tags)
+        name = plan.tracking.run_name or run_name(self.tags)
+        self._run = Run(dataclasses.replace(plan.tracking, run_name=name), self.tags)
         self._phase = "train"
         self._epochs: dict[str, int] = {}
+        self._params: dict[str, str] = {}
+        self._metrics: list[str] = []
 
     def __enter__(self) -> Tracker:
         self._run.__enter__()
@@ -67,10 +75,12 @@ class Tracker:
     # -- the steps report
 
     def started(self, cfg: Mapping[str, Any], data: DataBundle, device: torch.device) -> None:
-        """The config (params, and config.yaml as an artifact), the data's own record (see
-        `data_tags`) and where the job runs."""
-        self._run.log_params(flatten(cfg))
-        self._run.set_tags({**data_tags(data), "device": device.type, **provenance()})
+        """The config (params, but for where it writes and tracks: tags; and config.yaml as an
+        artifact), the data's own record (see `data_tags`) and where the job runs."""
+        params, internal = split_internal(flatten(cfg))
+        self._params = {k: str(v)[:PARAM_LIMIT] for k, v in params.items()}
+        self._run.log_params(params)
+        self._run.set_tags({**internal, **data_tags(data), "device": device.type, **provenance()})
         path = self.plan.run_dir / "config.yaml"
         path.write_text(yaml.safe_dump(dict(cfg), sort_keys=False))
         self._run.log_artifact(path)
@@ -100,12 +110,38 @@ class Tracker:
     ) -> None:
         """The job's figures, its tables and files, its summary.json and its artifact."""
         self._run.set_tags(tags)
+        self._metrics = list(metrics)
         self._run.log_histories({"finetune/sparsity": sparsity})
         self._run.log_metrics(metrics)
         path = self.plan.run_dir / "summary.json"
         path.write_text(json.dumps(summary, indent=2, default=str))
         for file, folder in [*files, (path, None)]:
             self._run.log_artifact(file, folder)
+
+    def log_model(self, model: nn.Module, data: DataBundle, converted: bool) -> None:
+        """The compressed model (as loaded back from the artifact) also as an MLflow model:
+        listed under the run's logged models, loadable and registrable; two test inputs are
+        its input example."""
+        if not self.plan.tracking.log_model or self.run_id is None:
+            return
+        example = next(iter(data.test.loader(2))).x
+        name = self.tags.get("method") or str(self._params.get("method.name", "model"))
+        norm = data.normalization
+        description = (
+            f"The compressed model of run `{self.run_id}`, as measured (its real compressed "
+            "bytes are the run's artifact `model/model.pt`). Inputs are normalised: "
+            f"(x - {[round(v, 4) for v in norm.mean]}) / {[round(v, 4) for v in norm.std]} "
+            f"per channel ({norm.mode})."
+        )
+        self._run.log_model(
+            model,
+            example,
+            name=name,
+            converted=converted,
+            params=self._params,
+            metrics=self._metrics,
+            description=description,
+        )
 
     # -- a training callback
 
@@ -177,8 +213,10 @@ def record_failure(cfg: Mapping[str, Any], error: BaseException, tags: Mapping[s
     except CompressError:
         return  # the tracking section itself is what is wrong: nowhere to record it
     try:
-        with Run(tracking, {**tags, **provenance()}) as run:
-            run.log_params(flatten(cfg))
+        params, internal = split_internal(flatten(cfg))
+        named = dataclasses.replace(tracking, run_name=tracking.run_name or run_name(tags))
+        with Run(named, {**tags, **internal, **provenance()}) as run:
+            run.log_params(params)
             raise error
     except CompressError:
         pass

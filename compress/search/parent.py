@@ -54,8 +54,9 @@ def parent_run(
     if run_id is None:
         tags |= {"sweep": name, "search.study": settings.study, "search.storage": settings.storage}
         run = Run(dataclasses.replace(tracking, run_name=name), tags).__enter__()
-        fields = dataclasses.asdict(settings)
-        run.log_params(flatten({"search": {k: v for k, v in fields.items() if k != "trials"}}))
+        fields = dataclasses.asdict(settings)  # storage is where, not what: a tag (above)
+        knobs = {k: v for k, v in fields.items() if k not in ("trials", "storage")}
+        run.log_params(flatten({"search": knobs}))
         run_id = str(run.run_id)
         study.set_user_attr("mlflow.parent", {**where, "run_id": run_id})
     log.info("mlflow: search parent run %s (%s)", run_id, name)
@@ -84,15 +85,26 @@ def log_outcome(
     figures: Mapping[int, Mapping[str, float]],
     table: Path,
 ) -> None:
-    """The study's counts and best trial on the parent run (step: trials held), and its CSV."""
+    """The study's counts and best trial on the parent run (step: trials held), a
+    description saying the same (`mlflow.note.content`), and its CSV."""
     from compress.tracking.run import Run
+    from compress.tracking.sweep import NOTE_TAG
 
     run = Run.attach(tracking, run_id)
     counts, best = outcome(study)
     metrics = {f"search/{k}": float(v) for k, v in counts.items()}
+    note = f"**Search** `{study.study_name}`: " + ", ".join(f"{v} {k}" for k, v in counts.items())
     if best is not None:
-        metrics |= {f"search/best_{k}": float(v) for k, v in figures[best.number].items()}
+        found = figures[best.number]
+        metrics |= {f"search/best_{k}": float(v) for k, v in found.items()}
         best_tags = {"search.best_trial": best.number, "search.best_run": best.user_attrs["run_id"]}
         run.set_tags({k: str(v) for k, v in best_tags.items()})
+        note += (
+            f".\n\nBest feasible: trial {best.number}, ratio/size "
+            f"{found.get('ratio/size', float('nan')):.2f}x at {100 * found.get('acc', 0):.2f}% "
+            f"(baseline {100 * found.get('baseline/acc', 0):.2f}%), "
+            f"run `{best_tags['search.best_run']}`"
+        )
     run.log_metrics(metrics, step=len(study.trials))
+    run.set_tags({NOTE_TAG: f"{note}.\n\nAll trials: `{table.name}` in the artifacts.\n"})
     run.log_artifact(table)

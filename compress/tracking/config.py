@@ -20,6 +20,9 @@ class TrackingConfig:
     #: re-launched sweep runs only what is missing, failed or was killed. auto: in sweeps
     #: (a multirun's jobs), not for a single run, which a user re-runs on purpose.
     resume: bool | str = "auto"
+    #: The compressed model also as an MLflow model (`compress.tracking.model`), beside the
+    #: artifact; false saves its second or so per job.
+    log_model: bool = True
 
     def __post_init__(self) -> None:
         require(

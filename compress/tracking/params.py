@@ -1,4 +1,5 @@
-"""A job's config as MLflow params: one flat name per leaf, values as MLflow accepts them."""
+"""A job's config as MLflow params: one flat name per leaf, values as MLflow accepts them;
+where it wrote and how it was tracked (`paths`, `tracking`, ...) go to tags instead."""
 
 from __future__ import annotations
 
@@ -32,3 +33,22 @@ def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
         else:
             flat[name] = json.dumps(value)
     return flat
+
+
+#: Config roots and keys that say where a run wrote and how it was tracked, not what it
+#: computed: their values differ between any two runs (the run folder), so as params they
+#: would fill MLflow's compare view with differences that mean nothing. They are tags.
+INTERNAL_ROOTS = ("paths", "tracking", "hydra")
+INTERNAL_KEYS = ("runtime.progress",)
+
+
+def is_internal(name: str) -> bool:
+    """Whether a flat config name (or an override's key: `hydra/launcher`) is internal."""
+    root = re.split(r"[./]", name.lstrip("~+"), maxsplit=1)[0]
+    return root in INTERNAL_ROOTS or name in INTERNAL_KEYS
+
+
+def split_internal(flat: Mapping[str, str]) -> tuple[dict[str, str], dict[str, str]]:
+    """`flat` (see `flatten`) as (params: what the run computed, tags: the internals)."""
+    params = {k: v for k, v in flat.items() if not is_internal(k)}
+    return params, {k: v for k, v in flat.items() if is_internal(k)}

@@ -34,7 +34,9 @@ from compress.tracking.store import experiment_id, open_client
 from compress.tracking.writer import writer
 
 if TYPE_CHECKING:
+    import torch
     from mlflow import MlflowClient
+    from torch import nn
 
 __all__ = [
     "PARENT_ENV",
@@ -255,6 +257,17 @@ class Run:
         client, run_id = self._client, str(self.run_id)
         if client is not None:
             _call("log_artifact", lambda: client.log_artifact(run_id, str(path), folder))
+
+    def log_model(self, model: nn.Module, example: torch.Tensor, **how: Any) -> str | None:
+        """`model` as an MLflow model of this run (`compress.tracking.model.log_model`, which
+        takes `how`); its id."""
+        if self._client is None:
+            return None
+        from compress.tracking.model import log_model
+
+        self.flush()  # the run's final metrics are linked to the model: all stored first
+        where = (str(self.config.uri), str(self.experiment_id), str(self.run_id))
+        return log_model(self._client, *where, model, example, **how)
 
     def _log_batch(self, what: str, **entries: list[Any]) -> None:
         client, run_id = self._client, str(self.run_id)

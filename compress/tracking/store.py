@@ -4,6 +4,10 @@
 the way it creates (or migrates) a SQLite store's tables and reaps the runs of this host
 whose process died (`compress.tracking.reaper`), so that any command on the store (a job,
 a sweep, compress-report, compress-rerun, compress-search) leaves no dead run RUNNING.
+
+Every experiment a compress command uses is marked as model training (MLflow's
+`mlflow.experimentKind` tag), so that MLflow 3's UI treats it as such rather than as a
+GenAI experiment; one created before this tag existed gets it when next used.
 """
 
 from __future__ import annotations
@@ -11,7 +15,7 @@ from __future__ import annotations
 import functools
 import logging
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from compress.tracking.reaper import reap
 from compress.tracking.retry import QuietLockErrors, retrying
@@ -20,6 +24,11 @@ if TYPE_CHECKING:
     from mlflow import MlflowClient
 
 log = logging.getLogger(__name__)
+
+#: MLflow's experiment-kind tag and its value for model training (the UI's "Machine
+#: learning" kind; without it MLflow 3 opens an experiment on GenAI traces).
+KIND_TAG = "mlflow.experimentKind"
+MODEL_TRAINING = "custom_model_development"
 
 
 @functools.cache
@@ -61,12 +70,46 @@ def experiment_id(client: MlflowClient, name: str, artifact_location: str | None
 
     found = retrying(lambda: client.get_experiment_by_name(name), "get_experiment")
     if found is not None:
+        _mark_model_training(client, found)
         return found.experiment_id
     location = Path(artifact_location).as_uri() if artifact_location else None
+    kind = {KIND_TAG: MODEL_TRAINING}
     try:
-        return retrying(lambda: client.create_experiment(name, location), "create_experiment")
+        return retrying(
+            lambda: client.create_experiment(name, location, tags=kind), "create_experiment"
+        )
     except MlflowException:
         found = client.get_experiment_by_name(name)
         if found is None:
             raise
         return found.experiment_id
+
+
+def _mark_model_training(client: MlflowClient, experiment: Any) -> None:
+    """An experiment without a kind (made by an older compress, or by hand) marked as model
+    training; a kind someone chose is left alone. A store that refuses the write still runs."""
+    if experiment.tags.get(KIND_TAG):
+        return
+    experiment_id = experiment.experiment_id
+    try:
+        retrying(
+            lambda: client.set_experiment_tag(experiment_id, KIND_TAG, MODEL_TRAINING),
+            "set_experiment_tag",
+        )
+    except Exception as error:
+        log.warning("mlflow: experiment %s not marked as model training: %s", experiment_id, error)
+
+
+#: Where `mlflow ui` serves by default.
+LOCAL_UI = "http://127.0.0.1:5000"
+
+
+def ui_url(uri: str, experiment_id: str, run_id: str | None = None) -> str:
+    """The MLflow UI's page of a run (or of the experiment's runs) for tracking URI `uri`:
+    the server itself, or `mlflow ui`'s default address for a local store. It asks for the
+    UI's model-training view: MLflow 3.17's UI picks its view from a per-browser switch
+    (GenAI by default), not from the experiment's kind tag, so a plain link opens an
+    experiment on GenAI traces."""
+    base = uri.rstrip("/") if uri.startswith(("http://", "https://")) else LOCAL_UI
+    page = f"runs/{run_id}" if run_id else "runs"
+    return f"{base}/#/experiments/{experiment_id}/{page}?workflowType=machine_learning"
