@@ -69,14 +69,14 @@ def load_dataset(
     count = len(train_idx) + len(val_idx) + len(found.test)  # type: ignore[arg-type]
     count += len(found.val) if found.val is not None else 0  # type: ignore[arg-type]
     streams = config.should_stream(count, shape)
-    args = (config, found, (train_idx, val_idx), normalize, extra, preprocessing)
+    args = ((train_idx, val_idx), normalize, extra, preprocessing)
     if streams:
         scale = raw.scale if raw is not None else 1.0 / 255.0 if first.dtype == torch.uint8 else 1.0
         known = raw.num_classes if raw is not None else None
-        bundle = _streamed(*args, torch.device(device), scale, shape, known)
+        bundle = _streamed(config, found, *args, torch.device(device), scale, shape, known)
     else:
         raw = raw if raw is not None else stacked_raw(found, where)
-        bundle = _in_memory(*args, torch.device(device), raw)
+        bundle = _in_memory(config, *args, torch.device(device), raw)
     logger.info(
         "dataset %s: %d train / %d val / %d test, shape %s, %d classes, %s, fingerprint %s "
         "(%.2f s)",
@@ -97,7 +97,6 @@ def _as_datasets(raw: RawData) -> Datasets:
 
 def _in_memory(
     config: DatasetConfig,
-    found: Datasets,
     rows: tuple[torch.Tensor, torch.Tensor],
     normalize: NormalizeValue,
     extra: str,

@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import re
 from collections.abc import Callable, Hashable, Iterable
 from typing import TypeVar
 
 from compress.reporting.pareto import group_by, mean_std, pareto_front
 from compress.reporting.records import Job
+from compress.tracking.names import split_overrides
 
 K = TypeVar("K", bound=Hashable)
 
@@ -108,23 +108,6 @@ def baseline_of(job: Job) -> tuple[tuple[str, str], ...]:
 
 def seeds_of(job: Job) -> tuple[tuple[str, str], ...]:
     return tuple(sorted((k, v) for k, v in job.params.items() if is_seed(k)))
-
-
-_OVERRIDE = re.compile(r"^(~|\+\+?)?[A-Za-z_][\w.@/\-\[\]]*(=|$)")
-
-
-def split_overrides(text: str) -> list[str]:
-    """Hydra overrides from a run's `overrides` tag (space-joined), every one of them.
-
-    A piece that does not start an override (a value with spaces in it) joins the previous one.
-    """
-    tokens: list[str] = []
-    for piece in text.split():
-        if tokens and not _OVERRIDE.match(piece):
-            tokens[-1] += f" {piece}"
-        else:
-            tokens.append(piece)
-    return tokens
 
 
 def override_key(override: str) -> str:

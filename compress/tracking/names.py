@@ -26,8 +26,7 @@ ELLIPSIS = "…"
 
 
 #: Where an override starts: `key=`, `+key=`, `~key` (a piece that does not start one is
-#: part of the previous override's value, which held a space). The same rule as
-#: `compress.reporting.aggregate.split_overrides`, which tracking may not import.
+#: part of the previous override's value, which held a space). Reports split the same way.
 _OVERRIDE = re.compile(r"^(~|\+\+?)?[A-Za-z_][\w.@/\-\[\]]*(=|$)")
 
 
