@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple, Protocol
 
+import torch
 from torch import nn
 
 from compress.plugins import Plugin, Registry
@@ -90,6 +91,8 @@ class Conversion:
 
     recipe: dict[str, Any]
     float_model: nn.Module
+    #: The input batches activation ranges were calibrated on (static int8), re-iterable.
+    calibration: Callable[[], Iterable[torch.Tensor]] | None = None
 
 
 class Stage(Protocol):

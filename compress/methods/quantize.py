@@ -52,23 +52,6 @@ def _check_reduce_range(value: bool | str) -> None:
 
 
 @dataclass(frozen=True)
-class DynamicInt8(MethodConfig):
-    """Int8 weights for Linear, LSTM and GRU layers; activations quantized per batch at
-    run time. No calibration data, no fine-tuning."""
-
-    name = "quantize_dynamic"
-    finetunes = False
-    gradual = False
-    skip: tuple[str, ...] = ()
-
-    def recipe(self) -> Recipe:
-        return Recipe("dynamic", skip=tuple(self.skip))
-
-    def apply(self, model: nn.Module, context: MethodContext) -> Stage:
-        return quantize_dynamic_int8(model, self, context)
-
-
-@dataclass(frozen=True)
 class _Int8Options(MethodConfig):
     """What static quantization and QAT share: how ranges are observed and stored."""
 
@@ -142,7 +125,7 @@ class QuantAwareTraining(_Int8Options):
         return quantization_aware_training(model, self, context)
 
 
-Int8Config = DynamicInt8 | StaticInt8 | QuantAwareTraining
+Int8Config = StaticInt8 | QuantAwareTraining
 
 
 class Int8Stage(StageBase):
@@ -225,12 +208,6 @@ def _zero_masks(prepared: nn.Module) -> dict[str, torch.Tensor]:
             if bool(zero.any()):
                 masks[path] = zero
     return masks
-
-
-def quantize_dynamic_int8(
-    model: nn.Module, config: DynamicInt8, context: MethodContext
-) -> Int8Stage:
-    return Int8Stage(model, config, context)
 
 
 def quantize_static_int8(model: nn.Module, config: StaticInt8, context: MethodContext) -> Int8Stage:

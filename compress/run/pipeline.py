@@ -93,7 +93,8 @@ def run(cfg: Mapping[str, Any], *, tags: Mapping[str, str] | None = None) -> Res
 
         # 6. measure what the user gets: the artifact loaded back, not the object in memory.
         # Int8 kernels run on the CPU: a converted model and its baseline are timed there.
-        on = torch.device("cpu") if stage.conversion() is not None else device
+        conversion = stage.conversion()
+        on = torch.device("cpu") if conversion is not None else device
         returned = load_artifact(artifact).to(on)
         base, ours = measure_models(
             [(copy.deepcopy(model).to(on), baseline.bytes), (returned, artifact_bytes)],
@@ -102,10 +103,20 @@ def run(cfg: Mapping[str, Any], *, tags: Mapping[str, str] | None = None) -> Res
             on,
         )
         metrics = {**compare(base, ours), **stage.summary(), **teacher_metrics}
-        converted = stage.conversion() is not None
+        converted = conversion is not None
         probed = run_probes(
             plan.measure.probes,
-            ProbeContext(model, returned, data, plan.measure, on, converted, plan.run_dir),
+            ProbeContext(
+                model,
+                returned,
+                data,
+                plan.measure,
+                on,
+                converted,
+                plan.run_dir,
+                float_model=conversion.float_model if conversion else None,
+                calibration=conversion.calibration if conversion else None,
+            ),
         )
         metrics |= probed.metrics
 

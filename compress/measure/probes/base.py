@@ -10,7 +10,7 @@ one module here and one name in the list, with nothing in the pipeline to edit.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -39,6 +39,10 @@ class ProbeContext:
     device: torch.device  # where the compressed model runs (the CPU for int8 models)
     converted: bool  # the compressed model was converted to int8 kernels
     folder: Path  # the run folder: files a probe keeps go here
+    #: For an int8 run: the float model just before conversion, and the input batches
+    #: static quantization calibrated on (None where it did not calibrate, e.g. QAT).
+    float_model: nn.Module | None = None
+    calibration: Callable[[], Iterable[torch.Tensor]] | None = None
 
 
 @dataclass

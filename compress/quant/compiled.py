@@ -1,0 +1,50 @@
+"""A converted model as it is meant to run: lowered by Inductor, compiled on first use.
+
+torchao's int8 models are graphs of quantize/dequantize and float ops (PT2E) or float
+modules holding int8 tensor subclasses (`quantize_`): run as they are, in eager PyTorch,
+they simulate int8 and are slower than fp32. Inductor with freezing folds the weights
+into oneDNN's prepacked int8 kernels; that lowered model is what a run times, evaluates
+and returns. Compilation happens on the first forward of each batch size (shapes are
+specialized: Inductor's dynamic-shape int8 convolutions are not reliable on the CPU), and
+its seconds are counted apart (`compile_seconds`), never in a latency.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import torch
+from torch import nn
+
+
+class CompiledInference(nn.Module):
+    """`eager` (kept as a submodule: its state, exports and footprint stay reachable)
+    run through `torch.compile` with Inductor's freezing, in inference mode."""
+
+    def __init__(self, eager: nn.Module) -> None:
+        super().__init__()
+        self.eager = eager
+        self.compile_seconds = 0.0
+        self._compiled: Any = None
+        self._shapes: set[tuple[int, ...]] = set()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        import torch._inductor.config as inductor_config
+
+        if self._compiled is None:
+            self._compiled = torch.compile(self.eager, dynamic=False)
+        shape = tuple(x.shape)
+        started = time.perf_counter()
+        # Freezing is what lowers the int8 weights to prepacked kernels; it is read when a
+        # graph compiles, so it must be on for every first call of a new shape.
+        with torch.no_grad(), inductor_config.patch(freezing=True):
+            out = self._compiled(x)
+        if shape not in self._shapes:
+            self._shapes.add(shape)
+            self.compile_seconds += time.perf_counter() - started
+        return out
+
+    def train(self, mode: bool = True) -> CompiledInference:
+        """A lowered int8 model only infers; it stays in eval mode."""
+        return super().train(False)
