@@ -12,10 +12,10 @@ config. A model whose modules were shrunk (structured pruning removed channels) 
 written as `compress.artifact/2`, which adds `structure`: the shape-defining attributes
 of every module that differs from a fresh build (see `compress.artifact.module_shapes`), applied
 before the weights load. A model converted to integer kernels (int8 quantization) is
-`compress.artifact/3`: the float model's structure, the conversion recipe, and the
-converted model's state (integer codes, scales, zero points); loading rebuilds the
-converted model from the recipe and loads that state. Readers of an older format alone
-reject newer files instead of failing on a mismatch; this reader loads all three.
+`compress.artifact/4` (`compress.artifact.converted`: the float model's structure, the
+conversion recipe naming its backend, the converted model's tensors and the releases that
+wrote it); `/3` is the torch.ao FX int8 format of before. Readers of an older format alone
+reject newer files instead of failing on a mismatch; this reader loads all four.
 """
 
 from __future__ import annotations
@@ -24,7 +24,6 @@ import logging
 import math
 import os
 import tempfile
-from collections import OrderedDict
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -32,12 +31,16 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
+from compress.artifact.converted import (
+    CONVERTED_FORMAT,
+    LEGACY_INT8_FORMAT,
+    converted_payload,
+    load_converted,
+)
 from compress.artifact.encodings import (
     Entry,
     decode,
-    decode_value,
     encode,
-    encode_value,
     smallest,
 )
 from compress.artifact.module_shapes import changed_structure, reshape
@@ -50,8 +53,7 @@ if TYPE_CHECKING:
 
 FORMAT = "compress.artifact/1"
 RESHAPED_FORMAT = "compress.artifact/2"
-QUANTIZED_FORMAT = "compress.artifact/3"
-FORMATS = (FORMAT, RESHAPED_FORMAT, QUANTIZED_FORMAT)
+FORMATS = (FORMAT, RESHAPED_FORMAT, LEGACY_INT8_FORMAT, CONVERTED_FORMAT)
 
 
 def save_artifact(
@@ -77,20 +79,9 @@ def save_artifact(
     }
     fresh = _fresh_shapes(model_config, tuple(input_shape), num_classes)
     if conversion is not None:
-        from compress.quant.int8 import portable_state
-
-        changes = changed_structure(conversion.float_model, fresh)
-        state = portable_state(model)
-        float_state = conversion.float_model.state_dict()
         payload: dict[str, Any] = {
-            "format": QUANTIZED_FORMAT,
+            **converted_payload(model, conversion.recipe, conversion.float_model, fresh),
             "model": spec,
-            "structure": changes,
-            "float_shapes": {n: list(t.shape) for n, t in float_state.items()},
-            "conversion": dict(conversion.recipe),
-            "tensors": {name: encode_value(v) for name, v in state.items()},
-            # Quantized modules read their state by its version (packed parameters moved).
-            "versions": {k: dict(v) for k, v in getattr(state, "_metadata", {}).items()},
         }
     else:
         changes = changed_structure(model, fresh)
@@ -201,16 +192,8 @@ def load_artifact(path: Path) -> nn.Module:
     spec = payload["model"]
     input_shape = tuple(spec["input_shape"])
     model = build_model(spec["config"], input_shape, spec["num_classes"])
-    if payload["format"] == QUANTIZED_FORMAT:
-        from compress.quant.int8 import load_portable_state, rebuild
-
-        shapes = {n: torch.empty(s, device="meta") for n, s in payload["float_shapes"].items()}
-        reshape(model, payload["structure"], shapes)
-        model = rebuild(model, payload["conversion"], input_shape)
-        state = OrderedDict((n, decode_value(e)) for n, e in payload["tensors"].items())
-        state._metadata = OrderedDict(payload["versions"])  # type: ignore[attr-defined]
-        load_portable_state(model, state)
-        return model.eval()
+    if payload["format"] in (LEGACY_INT8_FORMAT, CONVERTED_FORMAT):
+        return load_converted(payload, model, path)
     state = {name: decode(e) for name, e in payload["tensors"].items()}
     reshape(model, payload.get("structure", {}), state)
     model.load_state_dict(state)

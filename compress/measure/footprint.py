@@ -53,9 +53,23 @@ def rnn_weights(module: nn.Module) -> dict[str, torch.Tensor]:
     return dict(module.named_parameters())
 
 
+def _int8_graph(model: nn.Module) -> torch.fx.GraphModule | None:
+    """The int8 graph of a PT2E model (lowered or not), else None."""
+    from compress.quant.compiled import CompiledInference
+
+    inner = model.eager if isinstance(model, CompiledInference) else model
+    return inner if isinstance(inner, torch.fx.GraphModule) else None
+
+
 def model_tensors(model: nn.Module) -> list[torch.Tensor]:
     """The learned tensors of `model`: its parameters, and the packed weights and biases
     of int8 layers (which are not parameters)."""
+    graph = _int8_graph(model)
+    if graph is not None:
+        from compress.quant.graph_stats import layers
+
+        found = [(layer.weight, layer.bias) for layer in layers(graph)]
+        return [t for pair in found for t in pair if t is not None]
     tensors = list(model.parameters())
     quantized = _quantized_layer_types()
     for module in model.modules():
@@ -84,6 +98,11 @@ class Macs:
 @torch.inference_mode()
 def count_macs(model: nn.Module, input_shape: tuple[int, ...]) -> Macs:
     """MACs of one sample through `model`, from the output shapes seen in a real forward."""
+    graph = _int8_graph(model)
+    if graph is not None:
+        from compress.quant.graph_stats import macs
+
+        return Macs(*macs(graph, input_shape))
     dense = nonzero = 0
 
     def hook(module: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:

@@ -1,8 +1,8 @@
-"""Real int8 models: `quantize_dynamic`, `quantize_static` (calibrated) and `qat`.
+"""Static int8 (`quantize_static`, calibrated) and `qat`, through torchao's PT2E flow.
 
-What these return is the converted model — int8 weights, int8 kernels — and that is what
-gets saved, timed and evaluated (see `compress.quant.int8` for the backend). Converted
-models run on the CPU: int8 kernels of torch.ao exist for x86 and ARM only.
+What these return is the converted model — int8 weights, lowered by Inductor to oneDNN's
+int8 kernels — and that is what gets saved, timed and evaluated (see `compress.quant.pt2e`
+for the backend). Converted models run on the CPU: these kernels are x86 ones.
 
 Weights that are exactly zero (a pruned model, in a stack) stay zero: QAT holds them
 there during fine-tuning, and their int8 codes are stored sparsely.
@@ -10,45 +10,30 @@ there during fine-tuning, and their int8 codes are stored sparsely.
 
 from __future__ import annotations
 
+import itertools
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import torch
 from torch import nn
 
 from compress.config import require
 from compress.errors import ConfigError
-from compress.methods.base import (
-    Conversion,
-    MethodConfig,
-    MethodContext,
-    Stage,
-    StageBase,
-)
-from compress.methods.masks import PRUNABLE_TYPES
+from compress.methods.base import Conversion, MethodConfig, MethodContext, Stage, StageBase
 from compress.models.eval_mode import model_device
-from compress.quant.int8 import (
+from compress.quant.compiled import CompiledInference
+from compress.quant.pt2e import (
     OBSERVERS,
-    Recipe,
+    Pt2eRecipe,
     calibrate,
+    check_cpu,
     convert,
     cpu_needs_reduce_range,
     layer_types,
     prepare,
     quantizable,
-    quantize_dynamic,
 )
-
-
-def _reduce_range(value: bool | str) -> bool:
-    return cpu_needs_reduce_range() if value == "auto" else bool(value)
-
-
-def _check_reduce_range(value: bool | str) -> None:
-    require(
-        isinstance(value, bool) or value == "auto",
-        f"method.reduce_range must be auto, true or false, got {value!r}",
-    )
 
 
 @dataclass(frozen=True)
@@ -70,15 +55,28 @@ class _Int8Options(MethodConfig):
             f"method.observer '{self.observer}' cannot drive method '{self.name}'; "
             f"choose one of: {', '.join(allowed)}",
         )
-        _check_reduce_range(self.reduce_range)
+        require(
+            isinstance(self.reduce_range, bool) or self.reduce_range == "auto",
+            f"method.reduce_range must be auto, true or false, got {self.reduce_range!r}",
+        )
+        require(
+            self.symmetric,
+            "method.symmetric=false: the x86 int8 kernels (oneDNN) take symmetric weights "
+            "only (zero point 0); activations are affine either way",
+        )
+        require(
+            self.per_channel or self.kind == "static",
+            "method.per_channel=false: the x86 quantizer's QAT has per-channel weights only",
+        )
+        check_cpu(self.recipe())
 
-    def recipe(self) -> Recipe:
-        return Recipe(
+    def recipe(self) -> Pt2eRecipe:
+        reduce = cpu_needs_reduce_range() if self.reduce_range == "auto" else self.reduce_range
+        return Pt2eRecipe(
             self.kind,
             observer=self.observer,
             per_channel=self.per_channel,
-            symmetric=self.symmetric,
-            reduce_range=_reduce_range(self.reduce_range),
+            reduce_range=bool(reduce),
             skip=tuple(self.skip),
         )
 
@@ -102,7 +100,7 @@ class StaticInt8(_Int8Options):
         )
 
     def apply(self, model: nn.Module, context: MethodContext) -> Stage:
-        return quantize_static_int8(model, self, context)
+        return Int8Stage(model, self, context)
 
 
 @dataclass(frozen=True)
@@ -122,99 +120,98 @@ class QuantAwareTraining(_Int8Options):
         )
 
     def apply(self, model: nn.Module, context: MethodContext) -> Stage:
-        return quantization_aware_training(model, self, context)
+        return Int8Stage(model, self, context)
 
 
 Int8Config = StaticInt8 | QuantAwareTraining
 
 
 class Int8Stage(StageBase):
-    """Prepares (observers or fake quantization) at `update(1)`, converts at `finalize`."""
+    """Exports and prepares (observers or fake quantization) at `update(1)`, converts at
+    `finalize`."""
 
     def __init__(self, model: nn.Module, config: Int8Config, context: MethodContext) -> None:
         self.config = config
         self.recipe = config.recipe()
         self.model = model
         self.context = context
-        self.layers = quantizable(model, self.recipe.kind, self.recipe.skip)
+        self.layers = quantizable(model, self.recipe.skip)
         if not self.layers:
-            wanted = (
-                "Linear, LSTM, GRU" if self.recipe.kind == "dynamic" else "Conv1d/2d/3d, Linear"
-            )
             raise ConfigError(
-                f"method '{config.name}': the model has no quantizable layer ({wanted}) "
-                f"outside method.skip; its layer types: {', '.join(layer_types(model))}"
+                f"method '{config.name}': the model has no quantizable layer (Conv1d/2d/3d, "
+                f"Linear) outside method.skip; its layer types: {', '.join(layer_types(model))}"
             )
         self.prepared: nn.Module | None = None
         self.zeros: dict[str, torch.Tensor] = {}
         self.float_model: nn.Module | None = None
+        self.calibrated = 0
+
+    def _calibration(self) -> Iterator[torch.Tensor]:
+        data = self.context.data
+        if data is None:
+            raise ConfigError("static quantization needs calibration data")
+        batches = data.train.loader(self.context.batch_size)
+        return (batch.x for batch in itertools.islice(batches, self._batches()))
+
+    def _batches(self) -> int:
+        return getattr(self.config, "calibration_batches", 0)
 
     def update(self, progress: float) -> bool:
-        if progress < 1 or self.prepared is not None or self.recipe.kind == "dynamic":
+        if progress < 1 or self.prepared is not None:
             return False
-        example = torch.zeros((1, *self.context.input_shape), device=model_device(self.model))
-        self.prepared = prepare(self.model, self.recipe, example)
+        shape = (2, *self.context.input_shape)  # batch 2: export keeps the batch size free
+        example = torch.zeros(shape, device=model_device(self.model))
+        self.prepared = prepare(self.model, self.recipe, example, self.config.name)
         if self.recipe.kind == "static":
-            data = self.context.data
-            require(data is not None, "static quantization needs calibration data")
-            assert data is not None
-            calibrate(
-                self.prepared,
-                data.train.loader(self.context.batch_size),
-                self.config.calibration_batches,  # type: ignore[union-attr]
-            )
+            self.calibrated = calibrate(self.prepared, self._calibration(), self._batches())
         else:
-            self.zeros = _zero_masks(self.prepared)
+            self.zeros = {
+                name: weight.detach() == 0
+                for name, weight in self.prepared.named_parameters()
+                if weight.dim() > 1 and bool((weight == 0).any())
+            }
         return True
 
     def after_step(self) -> None:
         if self.prepared is not None and self.zeros:
+            weights = dict(self.prepared.named_parameters())
             with torch.no_grad():
-                for path, zero in self.zeros.items():
-                    self.prepared.get_submodule(path).weight.masked_fill_(zero, 0.0)
+                for name, zero in self.zeros.items():
+                    weights[name].masked_fill_(zero, 0.0)
 
     def training_module(self, model: nn.Module) -> nn.Module:
         return self.prepared if self.prepared is not None else model
 
     def finalize(self, model: nn.Module) -> nn.Module:
-        self.float_model = model
-        if self.recipe.kind == "dynamic":
-            return quantize_dynamic(model, self.recipe)
         if self.prepared is None:
             self.update(1.0)
         assert self.prepared is not None
-        return convert(self.prepared)
+        if self.recipe.kind == "qat":  # the float model as QAT left it: its trained weights
+            _copy_matching(self.prepared, model)
+        self.float_model = model
+        return CompiledInference(convert(self.prepared))
 
     def summary(self) -> dict[str, float]:
-        return {
+        metrics = {
             "quant/bits": 8.0,
             "quant/layers": float(len(self.layers)),
             "quant/reduce_range": float(self.recipe.reduce_range),
         }
+        if self.recipe.kind == "static":
+            metrics["quant/calibration_batches"] = float(self.calibrated)
+        return metrics
 
     def conversion(self) -> Conversion | None:
         if self.float_model is None:
             return None
-        return Conversion(self.recipe.as_dict(), self.float_model)
+        calibration = self._calibration if self.recipe.kind == "static" else None
+        return Conversion(self.recipe.as_dict(), self.float_model, calibration)
 
 
-def _zero_masks(prepared: nn.Module) -> dict[str, torch.Tensor]:
-    """Where the weights of conv and linear layers are exactly zero (pruned), by path."""
-    masks: dict[str, Any] = {}
-    for path, module in prepared.named_modules():
-        weight = getattr(module, "weight", None)
-        if isinstance(module, PRUNABLE_TYPES) and isinstance(weight, torch.Tensor):
-            zero = weight.detach() == 0
-            if bool(zero.any()):
-                masks[path] = zero
-    return masks
-
-
-def quantize_static_int8(model: nn.Module, config: StaticInt8, context: MethodContext) -> Int8Stage:
-    return Int8Stage(model, config, context)
-
-
-def quantization_aware_training(
-    model: nn.Module, config: QuantAwareTraining, context: MethodContext
-) -> Int8Stage:
-    return Int8Stage(model, config, context)
+def _copy_matching(source: nn.Module, target: nn.Module) -> None:
+    """Copy `source`'s tensors into `target`'s of the same name and shape."""
+    theirs = source.state_dict()
+    with torch.no_grad():
+        for name, tensor in target.state_dict().items():
+            if name in theirs and theirs[name].shape == tensor.shape:
+                tensor.copy_(theirs[name])

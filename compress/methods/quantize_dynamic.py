@@ -12,7 +12,7 @@ from torch import nn
 
 from compress.errors import ConfigError
 from compress.methods.base import Conversion, MethodConfig, MethodContext, Stage, StageBase
-from compress.quant.int8 import Recipe, layer_types, quantizable, quantize_dynamic
+from compress.quant.fx_legacy import Recipe, layer_types, quantizable, quantize_dynamic
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ its seconds are counted apart (`compile_seconds`), never in a latency.
 from __future__ import annotations
 
 import time
+import warnings
 from typing import Any
 
 import torch
@@ -38,7 +39,12 @@ class CompiledInference(nn.Module):
         started = time.perf_counter()
         # Freezing is what lowers the int8 weights to prepacked kernels; it is read when a
         # graph compiles, so it must be on for every first call of a new shape.
-        with torch.no_grad(), inductor_config.patch(freezing=True):
+        with torch.no_grad(), inductor_config.patch(freezing=True), warnings.catch_warnings():
+            # Inductor's own int8 conv lowering builds a tensor with torch.tensor(tensor)
+            # and warns about that, once per layer: torch's code, nothing a user can change.
+            warnings.filterwarnings(
+                "ignore", message="To copy construct from a tensor", module=r"torch\._inductor"
+            )
             out = self._compiled(x)
         if shape not in self._shapes:
             self._shapes.add(shape)

@@ -1,11 +1,11 @@
-"""Real int8 models through torch.ao: FX graph mode for static and QAT, eager for dynamic.
+"""The legacy int8 flow of torch.ao (FX graph mode), kept for two readers only.
 
-Why this backend (measured on a 2-core x86 CPU, see the README): FX-converted models run
-int8 kernels (fbgemm / oneDNN through the `x86` engine) in eager PyTorch — a small CNN
-~3-4x faster than eager fp32 at batch 256 — with no compile step per run, and their
-state dicts hold only int8 codes, scales and zero points, so the artifact is ~4x
-smaller. torch.ao warns that it will move to torchao; its deprecation warnings are
-silenced here, in this one place.
+`torch.ao.quantization` is deprecated upstream (it says it will be removed; the int8
+methods now run on torchao, `compress.quant.pt2e`). This module stays while torch ships
+the API, for: loading int8 artifacts written before (format `/3`, rebuilt through
+`prepare_fx`/`convert_fx` and filled with their saved state) and the side-by-side
+benchmark (`benchmarks/quantization.py`). Importing it fails once the API is gone, and
+the artifact reader then refuses `/3` files in one line.
 
 A `Recipe` (plain values) says how a model was quantized; `rebuild` applies it to a
 fresh float model without calibration, giving a converted model of the same structure
@@ -62,9 +62,15 @@ def cpu_needs_reduce_range() -> bool:
 
 @contextlib.contextmanager
 def quiet() -> Iterator[None]:
-    """torch.ao's deprecation and observer warnings, which say nothing about our models."""
+    """One named warning off: torch's own int8 modules create quint8 tensors through
+    functions torch now marks deprecated, once per layer. The deprecation of the API as a
+    whole (a DeprecationWarning) stays visible."""
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
+        warnings.filterwarnings(
+            "ignore",
+            message=r"torch\.quantize_per_tensor, torch\.quantize_per_channel and other",
+            category=UserWarning,
+        )
         yield
 
 
@@ -112,18 +118,17 @@ def _qconfig(recipe: Recipe) -> Any:
         "moving_average": observer.MovingAverageMinMaxObserver,
         "histogram": observer.HistogramObserver,
     }[recipe.observer]
-    act = {"dtype": torch.quint8, "qscheme": act_scheme, "reduce_range": recipe.reduce_range}
+    # The range as quant_min/quant_max (the observers warn on reduce_range, deprecated).
+    act = {
+        "dtype": torch.quint8,
+        "qscheme": act_scheme,
+        "quant_min": 0,
+        "quant_max": 127 if recipe.reduce_range else 255,
+    }
     weight = {"dtype": torch.qint8, "qscheme": weight_scheme}
     if recipe.kind == "qat":
-        # The fake quantizer's own range carries the reduction; the observer must not
-        # halve it again (it would, given reduce_range too: 6-bit activations).
         return QConfig(
-            activation=FakeQuantize.with_args(
-                observer=act_observer,
-                quant_min=0,
-                quant_max=127 if recipe.reduce_range else 255,
-                **(act | {"reduce_range": False}),
-            ),
+            activation=FakeQuantize.with_args(observer=act_observer, **act),
             weight=FakeQuantize.with_args(
                 observer=weight_observer, quant_min=-128, quant_max=127, **weight
             ),
