@@ -7,7 +7,10 @@ logged models, loads (`mlflow.pytorch.load_model`), serves and registers
 normalised as the model expects them: see the run's `data.normalize.*` tags).
 
 How it is serialized: a float model (pruned, channel-pruned, weight-quantized) as `pt2`
-(torch.export: a graph, no pickled code; MLflow's default). An int8 model converted by
+(torch.export: a graph, no pickled code; MLflow's default), and so is a static int8 or QAT
+model: its int8 graph (aten and `quantized_decomposed` ops; loading it needs that op
+library registered, which `import torch.ao.quantization.fx._decomposed` or
+`compress.quant.decomposed_ops.ensure()` does). A dynamic int8 model converted by
 torch.ao holds packed C++ parameters that torch.export cannot flatten, and its modules do
 not survive pickling (a quantized ConvReLU2d loads without its module state), so it goes as
 TorchScript, traced: a graph torch.jit loads, which needs no compress code either. A model
@@ -27,6 +30,8 @@ from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
+
+from compress.quant.compiled import CompiledInference
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -67,7 +72,10 @@ def _traced(model: nn.Module, example: torch.Tensor) -> torch.jit.ScriptModule:
 
 def serializable(model: nn.Module, example: torch.Tensor, converted: bool) -> tuple[nn.Module, str]:
     """What to hand MLflow and in which format: the model itself as pt2, or, converted to
-    int8 (or refused by torch.export), its TorchScript trace."""
+    int8 by torch.ao (or refused by torch.export), its TorchScript trace. A lowered int8
+    graph (PT2E) goes as its graph, in pt2."""
+    if isinstance(model, CompiledInference):
+        model, converted = model.eager, False
     if not converted:
         try:
             torch.export.export(model, (example,))
