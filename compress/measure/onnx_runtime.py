@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from compress.models.eval_mode import eval_mode
+from compress.quant.compiled import CompiledInference
 
 if TYPE_CHECKING:
     import onnxruntime
@@ -33,6 +34,7 @@ if TYPE_CHECKING:
 __all__ = [
     "ExportUnsupported",
     "export_onnx",
+    "one_line_reason",
     "onnx_accuracy",
     "onnx_latency_ms",
     "onnx_predict",
@@ -64,8 +66,11 @@ def export_onnx(model: nn.Module, input_shape: tuple[int, ...], path: Path) -> P
     The batch dimension is dynamic and the weights live inside the one file. The model
     keeps its own mode and device. The file is written atomically and kept only if
     ONNX Runtime reproduces the model's outputs at a batch other than the traced one.
-    Raises ExportUnsupported when neither exporter gives such a file.
+    Raises ExportUnsupported when neither exporter gives such a file. A `CompiledInference`
+    is exported as its eager module: the compiled wrapper is a runtime, not a graph.
     """
+    if isinstance(model, CompiledInference):
+        model = model.eager
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
@@ -79,7 +84,7 @@ def export_onnx(model: nn.Module, input_shape: tuple[int, ...], path: Path) -> P
                         exporter(cpu_model, example, tmp)
                     _check_outputs(cpu_model, input_shape, tmp)
                 except Exception as exc:
-                    reasons.append(f"{label}: {_reason(exc)}")
+                    reasons.append(f"{label}: {one_line_reason(exc)}")
                     continue
                 os.replace(tmp, path)
                 return path
@@ -146,11 +151,14 @@ def onnx_accuracy(path: Path, batches: Iterable[tuple[torch.Tensor, torch.Tensor
 def _cpu_eval(model: nn.Module) -> Iterator[nn.Module]:
     """The model in eval mode on the CPU: itself when already there, else a CPU copy."""
     tensors = [*model.parameters(), *model.buffers()]
-    if all(t.device.type == "cpu" for t in tensors):
-        with eval_mode(model):
-            yield model
-    else:
-        yield copy.deepcopy(model).cpu().eval()
+    on_cpu = all(t.device.type == "cpu" for t in tensors)
+    cpu_model = model if on_cpu else copy.deepcopy(model).cpu()
+    with contextlib.ExitStack() as stack:
+        # A torch.export graph (a PT2E int8 model) refuses train()/eval() before it changes
+        # anything: its ops were fixed in the mode it was captured in.
+        with contextlib.suppress(NotImplementedError):
+            stack.enter_context(eval_mode(cpu_model))
+        yield cpu_model
 
 
 @contextlib.contextmanager
@@ -216,7 +224,7 @@ def _check_outputs(model: nn.Module, input_shape: tuple[int, ...], onnx_path: Pa
         got = _run(_session(onnx_path), x)
     except Exception as exc:  # e.g. a batch size the trace baked in
         raise RuntimeError(
-            f"exported graph fails at batch {_CHECK_BATCH}: {_reason(exc)}"
+            f"exported graph fails at batch {_CHECK_BATCH}: {one_line_reason(exc)}"
         ) from None
     if got.shape != expected.shape:
         raise RuntimeError(
@@ -232,8 +240,9 @@ def _check_outputs(model: nn.Module, input_shape: tuple[int, ...], onnx_path: Pa
         )
 
 
-def _reason(exc: BaseException) -> str:
-    """One line on why an export failed: the innermost cause's first sentence, shortened."""
+def one_line_reason(exc: BaseException) -> str:
+    """One line on why an export or a quantization failed: the innermost cause's first
+    sentence, shortened."""
     lines = []
     seen: set[int] = set()
     current: BaseException | None = exc
