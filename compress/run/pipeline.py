@@ -119,6 +119,9 @@ def run(cfg: Mapping[str, Any], *, tags: Mapping[str, str] | None = None) -> Res
             ),
         )
         metrics |= probed.metrics
+        compile_seconds = getattr(returned, "compile_seconds", None)  # a lowered int8 model
+        if compile_seconds is not None:
+            metrics["quant/compile_s"] = compile_seconds
 
         # 7. track
         tracker.finished(
