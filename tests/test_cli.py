@@ -152,6 +152,7 @@ def test_killed_job_leaves_a_killed_run_and_no_cache(tmp_path: Path) -> None:
     assert not list(tmp_path.glob("cache/baselines/*.pt"))
 
 
+@pytest.mark.slow  # long (a sweep or kill of whole processes): `pytest -m slow`
 def test_parallel_sweep_on_one_sqlite_store_loses_nothing(tmp_path: Path) -> None:
     done = compress(
         tmp_path,
@@ -175,6 +176,7 @@ def test_parallel_sweep_on_one_sqlite_store_loses_nothing(tmp_path: Path) -> Non
     assert len(list((tmp_path / "cache" / "baselines").glob("*.pt"))) == 1
 
 
+@pytest.mark.slow  # long (a sweep or kill of whole processes): `pytest -m slow`
 def test_a_killed_sweep_relaunched_runs_only_what_did_not_finish(tmp_path: Path) -> None:
     sweep = [*QUICK, "schedule.finetune.epochs=8", "method.amount=0.5,0.6"]
     paths = [f"paths.outputs={tmp_path}", f"paths.data={tmp_path / 'data'}"]  # as `compress` sets

@@ -93,6 +93,7 @@ def test_a_run_left_open_at_exit_ends_killed(tmp_path: Path) -> None:
     assert REAPED_TAG not in run.data.tags  # ended by its own process, not reaped
 
 
+@pytest.mark.slow  # long (a sweep or kill of whole processes): `pytest -m slow`
 def test_kill_9_of_a_jobs_process_group_then_a_report_leaves_the_run_killed(
     tmp_path: Path,
 ) -> None:

@@ -305,6 +305,7 @@ def test_report_of_a_sweep_parent(
     ]
 
 
+@pytest.mark.slow  # long (a sweep or kill of whole processes): `pytest -m slow`
 def test_console_script_writes_into_the_sweep_folder_on_another_axis(store: Store) -> None:
     done = subprocess.run(
         [REPORT, store.parent, "--uri", store.uri, "--axis", "ratio/params"],

@@ -63,6 +63,7 @@ def trials(outputs: Path, name: str) -> list[optuna.trial.FrozenTrial]:
     return study(outputs, name).get_trials()
 
 
+@pytest.mark.slow  # long (a sweep or kill of whole processes): `pytest -m slow`
 def test_a_study_resumes_with_only_the_missing_trials(
     outputs: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -189,7 +189,8 @@ class Int8Stage(StageBase):
         if self.recipe.kind == "qat":  # the float model as QAT left it: its trained weights
             _copy_matching(self.prepared, model)
         self.float_model = model
-        return CompiledInference(convert(self.prepared))
+        # A QAT graph converted before it trained is the dry run's (a run trains >= 1 epoch).
+        return CompiledInference(convert(self.prepared, unobserved_ok=self.recipe.kind == "qat"))
 
     def summary(self) -> dict[str, float]:
         metrics = {

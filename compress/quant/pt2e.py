@@ -18,8 +18,7 @@ from __future__ import annotations
 
 import copy
 import fnmatch
-import inspect
-import re
+import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -28,6 +27,7 @@ import torch
 from torch import nn
 
 from compress.errors import ConfigError
+from compress.quant.export import export
 
 KINDS = ("static", "qat")
 OBSERVERS = ("minmax", "moving_average", "histogram")
@@ -135,53 +135,6 @@ def quantizer(recipe: Pt2eRecipe, model: nn.Module) -> Any:
     return result
 
 
-def export(model: nn.Module, example: torch.Tensor, method: str) -> torch.fx.GraphModule:
-    """`model` captured by torch.export with a free batch dimension, or a one-line error
-    naming the module whose forward cannot be traced."""
-    batch = torch.export.Dim("batch")
-    try:
-        program = torch.export.export(model, (example,), dynamic_shapes=({0: batch},))
-    except Exception as error:  # every exporter failure means: no graph to quantize
-        raise ConfigError(
-            f"method '{method}': torch.export cannot trace {_culprit(model, error)} "
-            f"({_first_line(error)}); static int8 and QAT need a traceable forward (no "
-            f"data-dependent control flow): use method=quantize_dynamic or "
-            f"method=quantize_weight_only, which need no graph"
-        ) from error
-    return program.module()
-
-
-def _first_line(error: BaseException) -> str:
-    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-    return (lines[0] if lines else type(error).__name__)[:200]
-
-
-_FRAME = re.compile(r'File "([^"]+)", line (\d+)')
-
-
-def _culprit(model: nn.Module, error: BaseException) -> str:
-    """The deepest module whose own forward holds a line the exporter reported."""
-    text = "\n".join(str(e) for e in _chain(error))
-    places = {(file, int(line)) for file, line in _FRAME.findall(text)}
-    found = f"'{type(model).__name__}'"
-    for path, module in model.named_modules():
-        try:
-            lines, start = inspect.getsourcelines(type(module).forward)
-            file = inspect.getsourcefile(type(module).forward)
-        except (OSError, TypeError):
-            continue
-        if any(f == file and start <= n < start + len(lines) for f, n in places):
-            found = f"module '{path}' ({type(module).__name__})" if path else found
-    return found
-
-
-def _chain(error: BaseException) -> Iterable[BaseException]:
-    seen: BaseException | None = error
-    while seen is not None:
-        yield seen
-        seen = seen.__cause__ or seen.__context__
-
-
 def prepare(model: nn.Module, recipe: Pt2eRecipe, example: torch.Tensor, method: str) -> Any:
     """A copy of `model`, exported, with observers (static) or fake quantization (QAT)."""
     from torchao.quantization.pt2e import allow_exported_model_train_eval
@@ -223,9 +176,11 @@ def calibrate(prepared: nn.Module, batches: Iterable[torch.Tensor], count: int) 
     return seen
 
 
-def convert(prepared: nn.Module) -> torch.fx.GraphModule:
+def convert(prepared: nn.Module, unobserved_ok: bool = False) -> torch.fx.GraphModule:
     """The int8 graph (CPU, inference) from a prepared and calibrated or trained one,
-    with the float weights it no longer uses dropped."""
+    with the float weights it no longer uses dropped. `unobserved_ok` silences torchao's
+    warning that an observer saw no data (the dry run converts a QAT graph before any
+    training, by design)."""
     from torchao.quantization.pt2e import (
         allow_exported_model_train_eval,
         move_exported_model_to_eval,
@@ -234,7 +189,10 @@ def convert(prepared: nn.Module) -> torch.fx.GraphModule:
 
     prepared = copy.deepcopy(prepared).cpu()
     move_exported_model_to_eval(prepared)
-    converted = convert_pt2e(prepared)
+    with warnings.catch_warnings():
+        if unobserved_ok:
+            warnings.filterwarnings("ignore", message="must run observer before calling")
+        converted = convert_pt2e(prepared)
     move_exported_model_to_eval(converted)
     # .eval() (which every measurement calls) is refused on a converted graph otherwise.
     allow_exported_model_train_eval(converted)
