@@ -15,7 +15,11 @@ before the weights load. A model converted to integer kernels (int8 quantization
 `compress.artifact/3`: the float model's structure, the conversion recipe, and the
 converted model's state (integer codes, scales, zero points); loading rebuilds the
 converted model from the recipe and loads that state. Readers of an older format alone
-reject newer files instead of failing on a mismatch; this reader loads all three.
+reject newer files instead of failing on a mismatch; this reader loads all four.
+
+`compress.artifact/4` is a converted model whose recipe names a backend of
+`compress.quant.codecs` (torchao Linear layers, torch.ao's eager LSTM/GRU): like /3, with
+the backend's plain tensors, its plain `extra` values, and the `writer`'s versions.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ import os
 import tempfile
 from collections import OrderedDict
 from collections.abc import Mapping
+from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -42,6 +47,7 @@ from compress.artifact.encodings import (
 )
 from compress.artifact.module_shapes import changed_structure, reshape
 from compress.models import build_model
+from compress.quant.codecs import BACKENDS, codec
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +57,8 @@ if TYPE_CHECKING:
 FORMAT = "compress.artifact/1"
 RESHAPED_FORMAT = "compress.artifact/2"
 QUANTIZED_FORMAT = "compress.artifact/3"
-FORMATS = (FORMAT, RESHAPED_FORMAT, QUANTIZED_FORMAT)
+CODEC_FORMAT = "compress.artifact/4"
+FORMATS = (FORMAT, RESHAPED_FORMAT, QUANTIZED_FORMAT, CODEC_FORMAT)
 
 
 def save_artifact(
@@ -68,7 +75,7 @@ def save_artifact(
 
     `encodings` are a method's exact compact forms of some of the state's tensors (used
     where smaller than the generic ones); `conversion` says how a converted int8 model
-    is rebuilt (format /3).
+    is rebuilt (format /3, or /4 for a recipe naming a codec backend).
     """
     spec = {
         "config": dict(model_config),
@@ -76,7 +83,9 @@ def save_artifact(
         "num_classes": num_classes,
     }
     fresh = _fresh_shapes(model_config, tuple(input_shape), num_classes)
-    if conversion is not None:
+    if conversion is not None and conversion.recipe.get("backend") in BACKENDS:
+        payload = _codec_payload(model, conversion, spec, fresh)
+    elif conversion is not None:
         from compress.quant.int8 import portable_state
 
         changes = changed_structure(conversion.float_model, fresh)
@@ -100,6 +109,40 @@ def save_artifact(
         payload["tensors"] = _encode_state(model.state_dict(), encodings or {})
     atomic_torch_save(one_storage(payload), path)
     return path.stat().st_size
+
+
+# --- format /4: converted models saved by their backend's codec ---------------------------
+
+
+def _codec_payload(
+    model: nn.Module, conversion: Conversion, spec: dict[str, Any], fresh: nn.Module
+) -> dict[str, Any]:
+    tensors, extra = codec(conversion.recipe["backend"]).portable_state(model)
+    return {
+        "format": CODEC_FORMAT,
+        "model": spec,
+        "structure": changed_structure(conversion.float_model, fresh),
+        "float_shapes": {n: list(t.shape) for n, t in conversion.float_model.state_dict().items()},
+        "conversion": dict(conversion.recipe),
+        "tensors": {name: encode_value(v) for name, v in tensors.items()},
+        "extra": extra,
+        "writer": {p: _version(p) for p in ("compress", "torch", "torchao")},
+    }
+
+
+def _version(package: str) -> str:
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return "absent"
+
+
+def _codec_model(payload: Mapping[str, Any], model: nn.Module) -> nn.Module:
+    shapes = {n: torch.empty(s, device="meta") for n, s in payload["float_shapes"].items()}
+    reshape(model, payload["structure"], shapes)
+    tensors = {n: decode_value(e) for n, e in payload["tensors"].items()}
+    recipe, input_shape = payload["conversion"], tuple(payload["model"]["input_shape"])
+    return codec(recipe["backend"]).rebuild(model, recipe, tensors, payload["extra"], input_shape)
 
 
 #: Byte alignment of each tensor in the blob (so that any dtype can view it there).
@@ -201,6 +244,8 @@ def load_artifact(path: Path) -> nn.Module:
     spec = payload["model"]
     input_shape = tuple(spec["input_shape"])
     model = build_model(spec["config"], input_shape, spec["num_classes"])
+    if payload["format"] == CODEC_FORMAT:
+        return _codec_model(payload, model).eval()
     if payload["format"] == QUANTIZED_FORMAT:
         from compress.quant.int8 import load_portable_state, rebuild
 
