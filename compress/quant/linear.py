@@ -10,9 +10,10 @@ The quantized weights are torchao tensor subclasses on ordinary Linear modules. 
 they are, dynamic int8 layers are ~2x slower than fp32 (each op of the quantize / int8
 matmul / rescale sequence runs on its own); under Inductor they fuse around oneDNN's int8
 matmul and beat fp32 (README, Quantization), so a dynamic model is returned inside
-`CompiledInference`. Weight-only int8 gains nothing from compiling on the CPU (Inductor's
-int8 weight-only kernel takes bfloat16 inputs only; with float32 it folds the weights back
-to float32), so it stays eager and keeps int8 weights in memory.
+`CompiledInt8` (a `CompiledInference` that stays on the CPU). Weight-only int8 gains
+nothing from compiling on the CPU (Inductor's int8 weight-only kernel takes bfloat16 inputs
+only; with float32 it folds the weights back to float32), so it stays eager and keeps int8
+weights in memory.
 
 A model with LSTM/GRU layers too gets them from `compress.quant.eager_rnn` (torch.ao's
 legacy path; torchao has none): this codec delegates those layers to it, so one recipe and
