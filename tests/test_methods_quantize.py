@@ -19,6 +19,7 @@ import pytest
 import torch
 from torch import nn
 from torch.ao.nn import quantized as nnq
+from torchao.utils import TorchAOBaseTensor
 
 from compress.artifact.encodings import decode, payload_bytes
 from compress.artifact.store import encodings, from_one_storage, load_artifact, save_artifact
@@ -29,6 +30,7 @@ from compress.methods import MethodContext, Stage, apply_method, parse_method
 from compress.methods.masks import prunable_weights
 from compress.models import build_model
 from compress.quant.compiled import CompiledInference
+from compress.quant.linear import eager
 from compress.run.pipeline import Result, run
 from compress.schedules import ScheduleContext
 from compress.schedules.oneshot import OneShot
@@ -94,12 +96,19 @@ def save(
 
 
 def int8_layers(model: nn.Module) -> dict[str, Any]:
-    """Quantized conv and linear modules (fused conv+relu and dynamic linear included), or
-    the int8 weights of an int8 graph (PT2E), by layer."""
-    if isinstance(model, CompiledInference):
-        buffers = model.eager.named_buffers()
+    """Quantized conv and linear modules (fused conv+relu included), Linear modules holding
+    torchao int8 weights (dynamic int8; its compiled wrapper looked through), or the int8
+    weights of an int8 graph (PT2E), by layer."""
+    inner = eager(model)
+    if isinstance(model, CompiledInference) and isinstance(inner, torch.fx.GraphModule):
+        buffers = inner.named_buffers()
         return {n[: -len(".weight")]: t for n, t in buffers if t.dtype == torch.int8}
-    return {p: m for p, m in model.named_modules() if isinstance(m, nnq.Conv2d | nnq.Linear)}
+    return {
+        p: m
+        for p, m in inner.named_modules()
+        if isinstance(m, nnq.Conv2d | nnq.Linear)
+        or isinstance(getattr(m, "weight", None), TorchAOBaseTensor)
+    }
 
 
 def float_layers(model: nn.Module) -> dict[str, nn.Module]:
@@ -158,16 +167,14 @@ def test_artifact_gives_back_the_compressed_model(
 # --- 2. int8 models hold integer weights --------------------------------------------------------
 
 
-@pytest.mark.parametrize("method", INT8)
+@pytest.mark.parametrize("method", ["quantize_static", "qat"])  # dynamic: its own test module
 def test_int8_methods_convert_to_integer_weights(
     tmp_path: Path, data: DataBundle, method: str
 ) -> None:
     model_config = {"name": METHODS[method][0]}
     torch.manual_seed(0)
     before = build_model(model_config, data.input_shape, data.num_classes)
-    wanted = {p for p, m in float_layers(before).items() if isinstance(m, nn.Linear)}
-    if method != "quantize_dynamic":
-        wanted = set(float_layers(before))  # convs too
+    wanted = set(float_layers(before))  # convs and linears
     model, stage = compress_now(model_config, {"name": method}, data)
     layers = int8_layers(model)
     assert set(layers) == wanted
@@ -179,7 +186,7 @@ def test_int8_methods_convert_to_integer_weights(
     save(model, path, model_config, data, stage)
     payload = from_one_storage(torch.load(path, map_location="cpu", weights_only=True))
     assert payload["format"] == "compress.artifact/3"
-    kinds = {"quantize_dynamic": "dynamic", "quantize_static": "static", "qat": "qat"}
+    kinds = {"quantize_static": "static", "qat": "qat"}
     assert payload["conversion"]["kind"] == kinds[method]
     entries = qtensor_entries(payload["tensors"])
     assert len(entries) == len(wanted)  # one int8 weight per layer
@@ -202,7 +209,7 @@ def test_skip_leaves_the_named_layer_in_float(
     model, stage = compress_now({"name": model_name}, {"name": method, "skip": [skipped]}, data)
     layers = int8_layers(model)
     assert skipped not in layers and layers  # the others are still int8
-    inside = list(model.get_submodule(skipped).modules())
+    inside = list(eager(model).get_submodule(skipped).modules())
     assert not any(isinstance(m, nnq.Conv2d | nnq.Linear) for m in inside)
     assert any(
         type(m) in (nn.Conv2d, nn.Linear) and m.weight.dtype == torch.float32 for m in inside
@@ -457,8 +464,9 @@ def test_dynamic_int8_recurrent_layers_round_trip(tmp_path: Path, cell: str) -> 
     stage = apply_method(model, parse_method({"name": "quantize_dynamic"}), MethodContext(shape))
     stage.update(1.0)
     quantized = stage.finalize(model)
-    assert type(quantized.rnn).__module__.startswith("torch.ao.nn.quantized.dynamic")
-    weights = quantized.rnn._weight_bias()["weight"]
+    rnn = eager(quantized).rnn
+    assert type(rnn).__module__.startswith("torch.ao.nn.quantized.dynamic")
+    weights = rnn._weight_bias()["weight"]
     assert len(weights) == 4 and all(w.dtype == torch.qint8 for w in weights.values())
     path = tmp_path / "rnn.pt"
     size = save_artifact(

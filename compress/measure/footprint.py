@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from compress.models.eval_mode import eval_mode, model_device
+from compress.quant.compiled import CompiledInference
 
 MAC_TYPES = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 
@@ -30,7 +31,10 @@ def _quantized_layer_types() -> tuple[type, ...]:
 
 
 def _float(tensor: torch.Tensor) -> torch.Tensor:
-    return tensor.dequantize() if tensor.is_quantized else tensor
+    """Float values of a float or int8 tensor: torch.ao's quantized tensors, and torchao's
+    int8 weights (tensor subclasses whose ops do not include counting)."""
+    subclass = type(tensor) not in (torch.Tensor, nn.Parameter)
+    return tensor.dequantize() if tensor.is_quantized or subclass else tensor
 
 
 def layer_weight(module: nn.Module) -> torch.Tensor:
@@ -55,15 +59,13 @@ def rnn_weights(module: nn.Module) -> dict[str, torch.Tensor]:
 
 def _int8_graph(model: nn.Module) -> torch.fx.GraphModule | None:
     """The int8 graph of a PT2E model (lowered or not), else None."""
-    from compress.quant.compiled import CompiledInference
-
     inner = model.eager if isinstance(model, CompiledInference) else model
     return inner if isinstance(inner, torch.fx.GraphModule) else None
 
 
 def model_tensors(model: nn.Module) -> list[torch.Tensor]:
-    """The learned tensors of `model`: its parameters, and the packed weights and biases
-    of int8 layers (which are not parameters)."""
+    """The learned tensors of `model`: its parameters, the packed weights and biases of
+    int8 layers (which are not parameters), or the layer tensors of an int8 graph."""
     graph = _int8_graph(model)
     if graph is not None:
         from compress.quant.graph_stats import layers
@@ -97,12 +99,15 @@ class Macs:
 
 @torch.inference_mode()
 def count_macs(model: nn.Module, input_shape: tuple[int, ...]) -> Macs:
-    """MACs of one sample through `model`, from the output shapes seen in a real forward."""
+    """MACs of one sample through `model`, from the output shapes seen in a real forward
+    (of the eager model, where `model` compiles it: hooks are for eager modules)."""
     graph = _int8_graph(model)
-    if graph is not None:
+    if graph is not None:  # no modules to hook: counted on the graph's own ops
         from compress.quant.graph_stats import macs
 
         return Macs(*macs(graph, input_shape))
+    if isinstance(model, CompiledInference):
+        model = model.eager
     dense = nonzero = 0
 
     def hook(module: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:

@@ -1,18 +1,29 @@
 """Dynamic int8: int8 weights, activations quantized per batch at run time.
 
-No calibration data, no fine-tuning. What `finalize` returns is the converted model and
-that is what gets saved, timed and evaluated (on the CPU).
+Linear layers go through torchao's `quantize_` (int8 dynamic activations, int8 weights,
+lowered by Inductor); LSTM/GRU layers, which torchao does not cover, through torch.ao's
+eager dynamic quantization (deprecated upstream, kept until torchao covers recurrent
+layers). See `compress.quant.linear`. No calibration data, no fine-tuning. What
+`finalize` returns is the converted model and that is what gets saved, timed and
+evaluated (on the CPU).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from torch import nn
 
 from compress.errors import ConfigError
 from compress.methods.base import Conversion, MethodConfig, MethodContext, Stage, StageBase
-from compress.quant.fx_legacy import Recipe, layer_types, quantizable, quantize_dynamic
+from compress.quant import linear
+
+
+def layer_types(model: nn.Module) -> list[str]:
+    """Distinct types of the leaf modules of `model`, for error messages."""
+    leaves = [m for m in model.modules() if not list(m.children())]
+    return sorted({type(m).__name__ for m in leaves})
 
 
 @dataclass(frozen=True)
@@ -25,23 +36,25 @@ class DynamicInt8(MethodConfig):
     gradual = False
     skip: tuple[str, ...] = ()
 
-    def recipe(self) -> Recipe:
-        return Recipe("dynamic", skip=tuple(self.skip))
+    def recipe(self, model: nn.Module) -> dict[str, Any]:
+        """How `model` is converted (what the artifact records)."""
+        return linear.recipe(model, "dynamic", self.skip, recurrent=True)
 
     def apply(self, model: nn.Module, context: MethodContext) -> Stage:
-        return DynamicStage(model, self)
+        return LinearInt8Stage(model, self, "Linear, LSTM, GRU")
 
 
-class DynamicStage(StageBase):
-    """Nothing to prepare; converts at `finalize`."""
+class LinearInt8Stage(StageBase):
+    """Nothing to prepare; converts at `finalize` by the config's recipe. `wanted` names
+    the layer types the method quantizes (for the error when the model has none)."""
 
-    def __init__(self, model: nn.Module, config: DynamicInt8) -> None:
-        self.recipe = config.recipe()
-        self.layers = quantizable(model, "dynamic", self.recipe.skip)
+    def __init__(self, model: nn.Module, config: Any, wanted: str) -> None:
+        self.recipe: dict[str, Any] = config.recipe(model)
+        self.layers = [*self.recipe.get("layers", []), *self.recipe["recurrent"]]
         if not self.layers:
             raise ConfigError(
-                f"method '{config.name}': the model has no quantizable layer (Linear, LSTM, "
-                f"GRU) outside method.skip; its layer types: {', '.join(layer_types(model))}"
+                f"method '{config.name}': the model has no quantizable layer ({wanted}) "
+                f"outside method.skip; its layer types: {', '.join(layer_types(model))}"
             )
         self.float_model: nn.Module | None = None
 
@@ -50,12 +63,15 @@ class DynamicStage(StageBase):
 
     def finalize(self, model: nn.Module) -> nn.Module:
         self.float_model = model
-        return quantize_dynamic(model, self.recipe)
+        return linear.quantize(model, self.recipe)
 
     def summary(self) -> dict[str, float]:
-        return {"quant/bits": 8.0, "quant/layers": float(len(self.layers))}
+        figures = {"quant/bits": 8.0, "quant/layers": float(len(self.layers))}
+        if self.recipe.get("scheme") == "dynamic":
+            figures["quant/reduce_range"] = float(self.recipe["reduce_range"])
+        return figures
 
     def conversion(self) -> Conversion | None:
         if self.float_model is None:
             return None
-        return Conversion(self.recipe.as_dict(), self.float_model)
+        return Conversion(dict(self.recipe), self.float_model)

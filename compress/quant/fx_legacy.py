@@ -197,41 +197,19 @@ def calibrate(prepared: nn.Module, loader: Iterable[Any], batches: int) -> None:
         prepared(batch[0].to(device))
 
 
-def _dynamic_rnns(model: nn.Module) -> dict[str, nn.Module]:
-    from torch.ao.nn.quantized.dynamic import modules as nnqd
-
-    return {p: m for p, m in model.named_modules() if isinstance(m, nnqd.rnn.RNNBase)}
-
-
 def portable_state(model: nn.Module) -> OrderedDict[str, Any]:
-    """The converted model's state with only tensors (and plain values) in it.
+    """The converted model's state with only tensors (and plain values) in it: dynamic
+    LSTM/GRU weights unpacked as `eager_rnn` stores them (the `/3` layout too)."""
+    from compress.quant.eager_rnn import unpack
 
-    Dynamic int8 LSTM/GRU layers keep their weights in packed C++ objects; those are
-    replaced by the int8 weights and float biases they hold, under
-    `<layer>.weight_bias.<name>` (`load_portable_state` packs them again).
-    """
-    state = model.state_dict()
-    for path, rnn in _dynamic_rnns(model).items():
-        packed = f"{path}._all_weight_values."
-        for key in [k for k in state if k.startswith(packed)]:
-            del state[key]
-        parts = rnn._weight_bias()
-        for name, tensor in {**parts["weight"], **parts["bias"]}.items():
-            state[f"{path}.weight_bias.{name}"] = tensor
-    return state
+    return unpack(model, model.state_dict())
 
 
 def load_portable_state(model: nn.Module, state: OrderedDict[str, Any]) -> None:
     """Load what `portable_state` gave into a model rebuilt from the same recipe."""
+    from compress.quant.eager_rnn import repack
+
     versions = getattr(state, "_metadata", OrderedDict())
-    state = OrderedDict(state)
+    state = OrderedDict(repack(model, state))
     state._metadata = versions  # type: ignore[attr-defined]
-    rnns = _dynamic_rnns(model)
-    for path, rnn in rnns.items():
-        prefix = f"{path}.weight_bias."
-        rnn.set_weight_bias(
-            {k.removeprefix(prefix): state.pop(k) for k in list(state) if k.startswith(prefix)}
-        )
-        rebuilt = rnn.state_dict(prefix=f"{path}.")  # the packed weights just set
-        state.update((k, v) for k, v in rebuilt.items() if "._all_weight_values." in k)
     model.load_state_dict(state)
