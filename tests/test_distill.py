@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 import torch
 from torch import nn
-from torch.ao.nn import quantized as nnq
+from torchao.utils import TorchAOBaseTensor
 
 import compress.distill.objective as objective_module
 from compress.artifact.store import load_artifact, read_payload, save_artifact
@@ -36,6 +36,7 @@ from compress.distill.teacher import Teacher
 from compress.errors import ConfigError
 from compress.measure import count_params
 from compress.models import build_model
+from compress.quant.linear import eager
 from compress.run.pipeline import Result, run
 from compress.train.loop import accuracy, fit
 from compress.train.recipe import RuntimeConfig, TrainRecipe
@@ -442,8 +443,8 @@ def test_kd_fine_tunes_qat(
     result = pipeline(outputs, tmp_path / "run", "distill=kd", "method=qat")
     assert losses_only(calls) == {"response_kd": steps}
     model = load_artifact(result.artifact)
-    layers = [m for m in model.modules() if isinstance(m, nnq.Conv2d | nnq.Linear)]
-    assert len(layers) == 4 and all(m.weight().dtype == torch.qint8 for m in layers)
+    codes = [t for n, t in model.eager.named_buffers() if n.endswith(".weight")]
+    assert len(codes) == 4 and all(t.dtype == torch.int8 for t in codes)  # an int8 graph
     assert accuracy(model, data.test) == result.metrics["acc"] > 0.5
 
 
@@ -455,13 +456,13 @@ def test_distill_then_quantize(
     student = {"name": "mlp", "hidden": [32]}
     assert read_payload(result.artifact)["model"]["config"] == student
     model = load_artifact(result.artifact)
-    layers = {p: m for p, m in model.named_modules() if isinstance(m, nnq.dynamic.Linear)}
-    assert {p: tuple(m.weight().shape) for p, m in layers.items()} == {
-        "1": (32, 64),
-        "3": (10, 32),
+    # torchao int8 weights in the student's Linear layers (dynamic int8)
+    layers = {
+        p: m.weight
+        for p, m in eager(model).named_modules()
+        if isinstance(getattr(m, "weight", None), TorchAOBaseTensor)
     }
-    assert all(m.weight().dtype == torch.qint8 for m in layers.values())
-    assert not any(type(m) is nn.Linear for m in model.modules())
+    assert {p: tuple(w.shape) for p, w in layers.items()} == {"1": (32, 64), "3": (10, 32)}
     fresh = build_model(student, data.input_shape, data.num_classes)
     assert count_params(model) == count_params(fresh) == result.metrics["params"]
     again = load_artifact(result.artifact)

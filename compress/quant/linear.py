@@ -108,15 +108,6 @@ class CompiledInt8(CompiledInference):
     to them) forbid. Its int8 kernels are CPU ones anyway, so `.cpu()` and a `.to()` that
     changes nothing are no-ops, and any other move is refused."""
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # A batch shape already compiled runs its graph directly: entering Inductor's config
-        # patch on every call (which a new shape needs, to compile frozen) cost ~0.15 ms a
-        # call here, a fifth of LeNet-300-100's time at batch 256 and half of it at batch 1.
-        if self._compiled is None or tuple(x.shape) not in self._shapes:
-            return super().forward(x)
-        with torch.no_grad():
-            return self._compiled(x)
-
     def to(self, *args: Any, **kwargs: Any) -> CompiledInt8:  # type: ignore[override]
         device, dtype, _, _ = torch._C._nn._parse_to(*args, **kwargs)
         if (device is None or device.type == "cpu") and dtype in (None, torch.float32):
