@@ -22,7 +22,7 @@ from torch.ao.nn import quantized as nnq
 from torchao.utils import TorchAOBaseTensor
 
 from compress.artifact.encodings import decode, payload_bytes
-from compress.artifact.store import encodings, from_one_storage, load_artifact, save_artifact
+from compress.artifact.store import encodings, load_artifact, save_artifact
 from compress.data import DataBundle
 from compress.errors import ConfigError
 from compress.measure import count_macs, count_params
@@ -53,7 +53,6 @@ METHODS = {
 #: Methods whose model is converted to int8 kernels; the PT2E ones (static, QAT) have
 #: their own tests in test_methods_quantize_int8.py.
 CONVERTED = ("quantize_dynamic", "quantize_static", "qat")
-INT8 = ("quantize_dynamic",)
 SMALL_CNN_LAYERS = {"features.0.0", "features.1.0", "features.3.0", "classifier"}
 
 
@@ -115,17 +114,6 @@ def float_layers(model: nn.Module) -> dict[str, nn.Module]:
     return {p: m for p, m in model.named_modules() if type(m) in (nn.Conv2d, nn.Linear)}
 
 
-def qtensor_entries(tree: Any) -> list[dict[str, Any]]:
-    """Every `qtensor` entry in an artifact's tensors, nested ones (packed params) included."""
-    if isinstance(tree, dict):
-        if tree.get("encoding") == "qtensor":
-            return [tree]
-        return [e for value in tree.values() for e in qtensor_entries(value)]
-    if isinstance(tree, list | tuple):
-        return [e for value in tree for e in qtensor_entries(value)]
-    return []
-
-
 # --- 1. every method, end to end and through its artifact --------------------------------------
 
 
@@ -164,38 +152,7 @@ def test_artifact_gives_back_the_compressed_model(
         assert torch.equal(loaded(x), model(x))
 
 
-# --- 2. int8 models hold integer weights --------------------------------------------------------
-
-
-@pytest.mark.parametrize("method", ["quantize_static", "qat"])  # dynamic: its own test module
-def test_int8_methods_convert_to_integer_weights(
-    tmp_path: Path, data: DataBundle, method: str
-) -> None:
-    model_config = {"name": METHODS[method][0]}
-    torch.manual_seed(0)
-    before = build_model(model_config, data.input_shape, data.num_classes)
-    wanted = set(float_layers(before))  # convs and linears
-    model, stage = compress_now(model_config, {"name": method}, data)
-    layers = int8_layers(model)
-    assert set(layers) == wanted
-    assert not float_layers(model), "a float conv/linear layer is left"
-    assert all(m.weight().dtype == torch.qint8 for m in layers.values())
-    assert stage.summary()["quant/layers"] == len(wanted)
-
-    path = tmp_path / "model.pt"
-    save(model, path, model_config, data, stage)
-    payload = from_one_storage(torch.load(path, map_location="cpu", weights_only=True))
-    assert payload["format"] == "compress.artifact/3"
-    kinds = {"quantize_static": "static", "qat": "qat"}
-    assert payload["conversion"]["kind"] == kinds[method]
-    entries = qtensor_entries(payload["tensors"])
-    assert len(entries) == len(wanted)  # one int8 weight per layer
-    for entry in entries:
-        assert entry["dtype"] == "qint8"
-        assert decode(entry["int"]).dtype == torch.int8
-    # int8 codes cost a byte each (plus scales): far below 4 bytes per float weight.
-    weights = sum(m.weight().numel() for m in layers.values())
-    assert sum(payload_bytes(e) for e in entries) < 1.5 * weights
+# --- 2. int8 models hold integer weights (static, QAT: test_methods_quantize_int8.py) ---------
 
 
 SKIPS = {"quantize_dynamic": ("mlp", "5")}
