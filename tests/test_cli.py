@@ -65,6 +65,7 @@ def test_main_job_prints_a_summary_and_logs_a_run(tmp_path: Path) -> None:
     assert tags["cpu"] and tags["python"] == platform.python_version()
 
 
+@pytest.mark.slow  # long (a sweep of whole processes): `pytest -m slow`
 def test_a_sweep_is_a_parent_run_and_a_bad_job_fails_alone(tmp_path: Path) -> None:
     # The default paths (under the working directory), as a user's first sweep has them.
     done = subprocess.run(

@@ -437,6 +437,7 @@ def test_kd_fine_tunes_gradual_pruning(
     assert not same_weights(result.artifact, control.artifact)
 
 
+@pytest.mark.slow  # QAT with conv+BN: torchao's conversion takes ~30 s
 def test_kd_fine_tunes_qat(
     outputs: Path, tmp_path: Path, data: DataBundle, calls: Counter[str], steps: int
 ) -> None:
@@ -551,6 +552,7 @@ def test_bad_input_fails_before_training(
     assert_refused_before_training(tmp_path, monkeypatch, list(overrides), message)
 
 
+@pytest.mark.slow  # QAT with conv+BN: torchao's conversion takes ~30 s
 @pytest.mark.parametrize("option", ["fitnets", "attention"])
 def test_feature_taps_with_qat_work_or_fail_before_training(
     outputs: Path, tmp_path: Path, option: str

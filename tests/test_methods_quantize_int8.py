@@ -74,7 +74,10 @@ def int8_weights(model: nn.Module) -> dict[str, torch.Tensor]:
     }
 
 
-@pytest.mark.parametrize("method", ["quantize_static", "qat"])
+QAT_SLOW = pytest.param("qat", marks=pytest.mark.slow)  # torchao folds conv+BN in ~30 s
+
+
+@pytest.mark.parametrize("method", ["quantize_static", QAT_SLOW])
 def test_int8_graph_artifact_round_trip(tmp_path: Path, data: DataBundle, method: str) -> None:
     model, converted, stage = compress_now({"name": method}, data)
     assert set(int8_weights(converted)) == SMALL_CNN_LAYERS
@@ -103,7 +106,11 @@ def test_int8_graph_artifact_round_trip(tmp_path: Path, data: DataBundle, method
 
 
 @pytest.mark.parametrize(
-    ("method", "skipped"), [("quantize_static", "features.0.0"), ("qat", "classifier")]
+    ("method", "skipped"),
+    [
+        ("quantize_static", "features.0.0"),
+        pytest.param("qat", "classifier", marks=pytest.mark.slow),
+    ],
 )
 def test_skip_leaves_the_named_layer_in_float(
     tmp_path: Path, data: DataBundle, method: str, skipped: str
@@ -146,6 +153,7 @@ def test_qat_trains_the_fake_quantized_graph_and_converts(data: DataBundle) -> N
     assert (int8_pred == y).float().mean() > 0.2
 
 
+@pytest.mark.slow  # QAT with conv+BN: torchao's conversion takes ~30 s
 def test_pruned_zeros_survive_qat(tmp_path: Path) -> None:
     stack = [
         "method=deep_compression",

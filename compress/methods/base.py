@@ -81,6 +81,9 @@ class MethodContext:
     #: (Taylor, sensitivity) take their batches from `data.train`.
     data: DataBundle | None = None
     batch_size: int = 64
+    #: True for the check before training (a throwaway copy at the full target): a stage
+    #: may skip work that can no longer refuse the config (QAT's ~30 s conversion).
+    dry_run: bool = False
 
 
 @dataclass(frozen=True)

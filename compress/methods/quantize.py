@@ -189,7 +189,11 @@ class Int8Stage(StageBase):
         if self.recipe.kind == "qat":  # the float model as QAT left it: its trained weights
             _copy_matching(self.prepared, model)
         self.float_model = model
-        # A QAT graph converted before it trained is the dry run's (a run trains >= 1 epoch).
+        if self.context.dry_run and self.recipe.kind == "qat":
+            # Export and prepare, which can refuse the model, have run; torchao's QAT
+            # conversion (its conv+BN folding) takes ~30 s and cannot refuse anything more.
+            return self.prepared
+        # A QAT graph converted before it trained is a test's; a run trains >= 1 epoch.
         return CompiledInference(convert(self.prepared, unobserved_ok=self.recipe.kind == "qat"))
 
     def summary(self) -> dict[str, float]:

@@ -35,13 +35,15 @@ log = logging.getLogger(__name__)
 def check_plan(plan: Plan, model: nn.Module, data: DataBundle, context: MethodContext) -> None:
     """Dry-run the method at its full target on a throwaway copy of `model`, and check
     the schedule and distillation against it: config errors surface before any training."""
-    dry_model, dry_stage = apply_steps(copy.deepcopy(model), plan.method, context)
+    # The checks of plain values first: they cost nothing, the dry run may cost seconds.
     plan.method.check(plan.finetune.epochs)
-    if plan.distill is not None:
-        check_distill(plan.distill, plan.method, dry_stage, dry_model, model, data)
     steps_per_epoch = math.ceil(len(data.train) / plan.finetune.batch_size)
     plan.schedule.check(plan.method, plan.finetune, steps_per_epoch)
     plan.augment.check((len(data.train), *data.input_shape))
+    dry = dataclasses.replace(context, dry_run=True)
+    dry_model, dry_stage = apply_steps(copy.deepcopy(model), plan.method, dry)
+    if plan.distill is not None:
+        check_distill(plan.distill, plan.method, dry_stage, dry_model, model, data)
 
 
 def save(
