@@ -68,6 +68,14 @@ def summary_table(result: Result) -> Table:
                 f"{m[f'onnx/latency_ms/b{batch}']:.3f} ms",
                 f"{m[f'speedup/onnx/b{batch}']:.2f}x",
             )
+    for batch in ours.latency_ms:
+        if f"onnx_int8/latency_ms/b{batch}" in m:
+            table.add_row(
+                f"  ORT's own int8, batch {batch}",
+                "",
+                f"{m[f'onnx_int8/latency_ms/b{batch}']:.3f} ms",
+                f"{m[f'speedup/onnx_int8/b{batch}']:.2f}x",
+            )
     if "teacher/acc" in m:
         table.add_row(
             "teacher (accuracy, params)",
@@ -77,6 +85,8 @@ def summary_table(result: Result) -> Table:
         )
     if "quant/bits" in m:
         table.add_row("weight bits (mean)", "32", f"{m['quant/bits']:.2f}", "")
+    if "quant/compile_s" in m:  # Inductor's compile of the int8 model, in no latency above
+        table.add_row("int8 compile (apart)", "", f"{m['quant/compile_s']:.1f} s", "")
     return table
 
 
