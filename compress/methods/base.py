@@ -161,6 +161,11 @@ class StageBase:
         return None
 
 
+def layer_types(model: nn.Module) -> list[str]:
+    """Distinct types of the leaf modules of `model`, for error messages."""
+    return sorted({type(m).__name__ for m in model.modules() if not list(m.children())})
+
+
 def method_names() -> tuple[str, ...]:
     return MethodConfig.registry.names()
 

@@ -20,7 +20,14 @@ from torch import nn
 
 from compress.config import require
 from compress.errors import ConfigError
-from compress.methods.base import Conversion, MethodConfig, MethodContext, Stage, StageBase
+from compress.methods.base import (
+    Conversion,
+    MethodConfig,
+    MethodContext,
+    Stage,
+    StageBase,
+    layer_types,
+)
 from compress.models.eval_mode import model_device
 from compress.quant.compiled import CompiledInference
 from compress.quant.pt2e import (
@@ -30,7 +37,6 @@ from compress.quant.pt2e import (
     check_cpu,
     convert,
     cpu_needs_reduce_range,
-    layer_types,
     prepare,
     quantizable,
 )

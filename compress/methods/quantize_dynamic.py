@@ -16,14 +16,15 @@ from typing import Any
 from torch import nn
 
 from compress.errors import ConfigError
-from compress.methods.base import Conversion, MethodConfig, MethodContext, Stage, StageBase
+from compress.methods.base import (
+    Conversion,
+    MethodConfig,
+    MethodContext,
+    Stage,
+    StageBase,
+    layer_types,
+)
 from compress.quant import linear
-
-
-def layer_types(model: nn.Module) -> list[str]:
-    """Distinct types of the leaf modules of `model`, for error messages."""
-    leaves = [m for m in model.modules() if not list(m.children())]
-    return sorted({type(m).__name__ for m in leaves})
 
 
 @dataclass(frozen=True)

@@ -28,8 +28,6 @@ from torch import nn
 
 from compress.models.eval_mode import model_device
 
-KINDS = ("dynamic", "static", "qat")
-OBSERVERS = ("minmax", "moving_average", "histogram")
 STATIC_TYPES = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
 DYNAMIC_TYPES = (nn.Linear, nn.LSTM, nn.GRU)
 
@@ -53,13 +51,6 @@ class Recipe:
         return cls(**{**values, "skip": tuple(values.get("skip", ()))})
 
 
-def cpu_needs_reduce_range() -> bool:
-    """True on x86 CPUs without VNNI, whose int8 dot products (vpmaddubsw) saturate int16
-    sums: activations then keep 7 bits instead of 8, or accuracy collapses."""
-    is_vnni = getattr(torch.cpu, "_is_vnni_supported", None)
-    return bool(is_vnni is not None and not is_vnni())
-
-
 @contextlib.contextmanager
 def quiet() -> Iterator[None]:
     """One named warning off: torch's own int8 modules create quint8 tensors through
@@ -72,12 +63,6 @@ def quiet() -> Iterator[None]:
             category=UserWarning,
         )
         yield
-
-
-def layer_types(model: nn.Module) -> list[str]:
-    """Distinct types of the leaf modules of `model`, for error messages."""
-    leaves = [m for m in model.modules() if not list(m.children())]
-    return sorted({type(m).__name__ for m in leaves})
 
 
 def quantizable(model: nn.Module, kind: str, skip: Sequence[str] = ()) -> list[str]:

@@ -19,7 +19,7 @@ from __future__ import annotations
 import copy
 import fnmatch
 import warnings
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -29,7 +29,6 @@ from torch import nn
 from compress.errors import ConfigError
 from compress.quant.export import export
 
-KINDS = ("static", "qat")
 OBSERVERS = ("minmax", "moving_average", "histogram")
 #: Layers the x86 quantizer turns into int8 kernels.
 QUANTIZED_TYPES = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
@@ -254,13 +253,3 @@ def prune_unused(graph_module: torch.fx.GraphModule) -> torch.fx.GraphModule:
             module = graph_module.get_submodule(owner) if owner else graph_module
             delattr(module, leaf)
     return graph_module
-
-
-def layer_types(model: nn.Module) -> list[str]:
-    """Distinct types of the leaf modules of `model`, for error messages."""
-    return sorted({type(m).__name__ for m in model.modules() if not list(m.children())})
-
-
-def recipe_from(values: Mapping[str, Any]) -> Pt2eRecipe:
-    fields = {k: v for k, v in values.items() if k != "backend"}
-    return Pt2eRecipe(**{**fields, "skip": tuple(fields.get("skip", ()))})
