@@ -2,8 +2,9 @@
 
 A model shrunk by structured pruning no longer matches what `build_model` makes from its
 config. The artifact records, for each conv, linear and norm module whose shape-defining
-attributes changed, those attributes as plain ints and lists; loading builds the model,
-`reshape`s the recorded modules, then loads the weights as usual.
+attributes changed (and each attention module whose head count or head dim did), those
+attributes as plain ints and lists; loading builds the model, `reshape`s the recorded
+modules, then loads the weights as usual.
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ SHAPE_ATTRS = (
     "num_groups",
     "num_channels",
     "normalized_shape",
+    "num_heads",
+    "head_dim",
 )
 SHAPED_TYPES = (
     nn.modules.conv._ConvNd,
@@ -37,6 +40,14 @@ SHAPED_TYPES = (
 Structure = dict[str, dict[str, Any]]
 
 
+def _shaped(module: nn.Module) -> bool:
+    """Layers with shaped parameters, and attention modules (their heads shape the forward)."""
+    heads = isinstance(getattr(module, "num_heads", None), int)
+    return isinstance(module, SHAPED_TYPES) or (
+        heads and isinstance(getattr(module, "head_dim", None), int)
+    )
+
+
 def _plain(value: Any) -> int | list[int]:
     return [int(v) for v in value] if isinstance(value, tuple | list) else int(value)
 
@@ -46,7 +57,7 @@ def structure(model: nn.Module) -> Structure:
     return {
         path: {a: _plain(getattr(module, a)) for a in SHAPE_ATTRS if hasattr(module, a)}
         for path, module in model.named_modules()
-        if isinstance(module, SHAPED_TYPES)
+        if _shaped(module)
     }
 
 

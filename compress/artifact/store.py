@@ -175,10 +175,12 @@ def _fresh_shapes(
     config: Mapping[str, Any], input_shape: tuple[int, ...], classes: int
 ) -> nn.Module:
     """The model as its config builds it, for its shapes only: on the meta device (no
-    memory, no weights drawn), or on the CPU with the caller's RNG state restored after."""
+    memory, no weights drawn, and no forward: meta kernels of ops like GELU import
+    seconds of torch's Python decompositions), or on the CPU with the caller's RNG state
+    restored after."""
     try:
         with torch.device("meta"):
-            return build_model(config, input_shape, classes)
+            return build_model(config, input_shape, classes, check_forward=False)
     except Exception:  # a forward that needs real values; build it for real
         with torch.random.fork_rng(devices=[]):
             return build_model(config, input_shape, classes)

@@ -1,4 +1,4 @@
-"""Which layers channel pruning may cut and what it reports of them.
+"""Which layers channel pruning may cut, how it ranks channels, and what it reports.
 
 The layer producing the class logits is found by running the model (the conv or linear
 layer that runs last) and is never pruned; the per-layer table lists what was kept.
@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import csv
 from pathlib import Path
+from typing import Any
 
 import torch
+import torch_pruning as tp
 from torch import nn
+from torch.nn import functional as F
 
 from compress.errors import ConfigError
 from compress.methods.masks import PRUNABLE_TYPES
@@ -70,3 +73,51 @@ def write_table(path: Path, original: dict[str, int], kept: dict[str, int]) -> P
         for layer, count in original.items():
             writer.writerow([layer, count, kept[layer], f"{1 - kept[layer] / count:.6f}"])
     return path
+
+
+class SeededRandomImportance:
+    """Random channel scores from a seeded generator (tp's RandomImportance uses the global RNG)."""
+
+    def __init__(self, seed: int) -> None:
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def __call__(self, group: Any) -> torch.Tensor:
+        _, idxs = group[0]
+        return torch.rand(len(idxs), generator=self.generator)
+
+
+def taylor_gradients(
+    model: nn.Module, train: Any, batch_size: int, batches: int, seed: int
+) -> None:
+    """Accumulate dL/dw over `batches` random training batches (eval mode, so batch-norm
+    statistics and dropout stay as they are): what the taylor criterion ranks by."""
+    loader = train.loader(batch_size, seed=seed)
+    count = min(batches, len(loader))
+    model.zero_grad(set_to_none=True)
+    with eval_mode(model):
+        for _, (x, y, _) in zip(range(count), loader, strict=False):
+            loss = F.cross_entropy(model(x), y)
+            (loss / count).backward()
+
+
+def importance(kind: str, seed: int, model: nn.Module, has_data: bool) -> Any:
+    """Torch-Pruning's criterion for `method.importance`, if it can rank this model."""
+    if kind == "taylor" and not has_data:
+        raise ConfigError(
+            "method.importance 'taylor' needs training batches for its gradients, "
+            "but no data was given"
+        )
+    if kind == "bn_scale" and not any(
+        isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()
+    ):
+        raise ConfigError(
+            "method.importance 'bn_scale' ranks channels by batch-norm scales, but the "
+            "model has no batch norm; use l1, l2 or taylor"
+        )
+    if kind in ("l1", "l2"):
+        return tp.importance.GroupMagnitudeImportance(p=1 if kind == "l1" else 2)
+    if kind == "taylor":
+        return tp.importance.GroupTaylorImportance()
+    if kind == "bn_scale":
+        return tp.importance.BNScaleImportance()
+    return SeededRandomImportance(seed)

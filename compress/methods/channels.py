@@ -11,6 +11,11 @@ from a few training batches, taken before every pruning step), `bn_scale` (|gamm
 the batch norms: network slimming; train with `schedule.train.bn_l1 > 0` so that the L1
 penalty drives unneeded gammas to zero first) and `random` (the control).
 
+Attention heads: `heads` removes that share of every attention module's heads, whole,
+and `head_dims` that share of each head's dims (compress.methods.heads); without them the
+attention projections keep their heads and `amount` cuts MLP units and conv/linear channels.
+`method=prune_heads` is the preset for transformers (the residual width left whole).
+
 The layer producing the class logits is never pruned: it has num_classes outputs.
 """
 
@@ -18,19 +23,26 @@ from __future__ import annotations
 
 import fnmatch
 import logging
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import torch
 import torch_pruning as tp
 from torch import nn
-from torch.nn import functional as F
 
 from compress.config import require
 from compress.errors import ConfigError
 from compress.methods.base import MethodConfig, MethodContext, Stage, StageBase
-from compress.methods.channel_layers import classifier, out_channels, untraceable, write_table
+from compress.methods.channel_layers import (
+    classifier,
+    importance,
+    out_channels,
+    taylor_gradients,
+    untraceable,
+    write_table,
+)
+from compress.methods.heads import HeadPlan, write_heads
 from compress.methods.masks import PRUNABLE_TYPES, matching
 from compress.models.eval_mode import eval_mode
 
@@ -63,6 +75,8 @@ class ChannelPruning(MethodConfig):
     layers: dict[str, float] = field(default_factory=dict)
     ignore: tuple[str, ...] = ()
     round_to: int | None = None
+    heads: float = 0.0
+    head_dims: float = 0.0
     taylor_batches: int = 4
     seed: int = 0
 
@@ -80,6 +94,9 @@ class ChannelPruning(MethodConfig):
         )
         for pattern, amount in self.layers.items():
             require(0 <= amount < 1, f"method.layers['{pattern}'] must be in [0, 1), got {amount}")
+        for option in ("heads", "head_dims"):
+            share = getattr(self, option)
+            require(0 <= share < 1, f"method.{option} must be in [0, 1), got {share}")
         require(
             self.round_to is None or self.round_to >= 1,
             f"method.round_to must be >= 1 or null, got {self.round_to}",
@@ -91,17 +108,6 @@ class ChannelPruning(MethodConfig):
 
     def apply(self, model: nn.Module, context: MethodContext) -> Stage:
         return prune_channels(model, self, context)
-
-
-class SeededRandomImportance:
-    """Random channel scores from a seeded generator (tp's RandomImportance uses the global RNG)."""
-
-    def __init__(self, seed: int) -> None:
-        self.generator = torch.Generator().manual_seed(seed)
-
-    def __call__(self, group: Any) -> torch.Tensor:
-        _, idxs = group[0]
-        return torch.rand(len(idxs), generator=self.generator)
 
 
 class _Ramp:
@@ -126,18 +132,6 @@ class ChannelStage(StageBase):
     """Removes channels at each `update`; the model's parameters are replaced each time."""
 
     def __init__(self, model: nn.Module, config: ChannelPruning, context: MethodContext) -> None:
-        if config.importance == "taylor" and context.data is None:
-            raise ConfigError(
-                "method.importance 'taylor' needs training batches for its gradients, "
-                "but no data was given"
-            )
-        if config.importance == "bn_scale" and not any(
-            isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()
-        ):
-            raise ConfigError(
-                "method.importance 'bn_scale' ranks channels by batch-norm scales, but the "
-                "model has no batch norm; use l1, l2 or taylor"
-            )
         self.model = model
         self.config = config
         self.context = context
@@ -151,21 +145,37 @@ class ChannelStage(StageBase):
         self.original = {p: out_channels(m) for p, m in self.layers.items()}
         #: Layers that may lose channels, in model order (narrowed once the graph is known).
         self.prunable = [p for p, m in self.layers.items() if m is not self.classifier]
+        self.heads = HeadPlan.of(model, config.heads, config.head_dims, config.scope)
+        self.original_heads = self.heads.kept()
         ignored = self._ignored()
         ratios = self._layer_amounts(ignored)
-        with eval_mode(model):  # tracing runs a forward; BN statistics must not move
+        options = self.heads.pruner_options()
+        rank = importance(config.importance, config.seed, model, context.data is not None)
+        ratio_dict = options.pop("pruning_ratio_dict", {}) | {
+            self.layers[p]: a for p, a in ratios.items()
+        }
+        with eval_mode(model), warnings.catch_warnings():  # BN statistics must not move
+            # The class token and positions are parameters outside any layer; Torch-Pruning
+            # cuts their last dim with the width, which is what they need, and warns so.
+            warnings.filterwarnings("ignore", "Unwrapped parameters detected")
             self.pruner = tp.pruner.BasePruner(
                 model,
                 example,
-                importance=self._importance(),
+                importance=rank,
                 global_pruning=config.scope == "global",
                 pruning_ratio=config.amount,
-                pruning_ratio_dict={self.layers[p]: a for p, a in ratios.items()},
+                pruning_ratio_dict=ratio_dict,
                 iterative_steps=_UNBOUNDED_STEPS,
                 iterative_pruning_ratio_scheduler=lambda ratio, _: _Ramp(ratio, self),
-                ignored_layers=[self.classifier, *(self.layers[p] for p in ignored)],
+                ignored_layers=[
+                    self.classifier,
+                    *(self.layers[p] for p in ignored),
+                    *self.heads.untouched(),
+                ],
                 round_to=config.round_to,
+                **options,
             )
+        self.heads.follow(self.pruner, self)
         self.prunable = self._shrinkable()
         for path in ratios:
             if path not in self.prunable:
@@ -212,29 +222,6 @@ class ChannelStage(StageBase):
                 own[path] = amount
         return {p: a for p, a in own.items() if p not in ignored}
 
-    def _importance(self) -> Any:
-        kind = self.config.importance
-        if kind in ("l1", "l2"):
-            return tp.importance.GroupMagnitudeImportance(p=1 if kind == "l1" else 2)
-        if kind == "taylor":
-            return tp.importance.GroupTaylorImportance()
-        if kind == "bn_scale":
-            return tp.importance.BNScaleImportance()
-        return SeededRandomImportance(self.config.seed)
-
-    def _taylor_gradients(self) -> None:
-        """Accumulate dL/dw over `taylor_batches` random training batches (eval mode, so
-        batch-norm statistics and dropout stay as they are)."""
-        train = self.context.data.train  # type: ignore[union-attr]  (checked in __init__)
-        seed = self.config.seed + self.pruner.current_step
-        loader = train.loader(self.context.batch_size, seed=seed)
-        count = min(self.config.taylor_batches, len(loader))
-        self.model.zero_grad(set_to_none=True)
-        with eval_mode(self.model):
-            for _, (x, y, _) in zip(range(count), loader, strict=False):
-                loss = F.cross_entropy(self.model(x), y)
-                (loss / count).backward()
-
     def update(self, progress: float) -> bool:
         progress = min(max(float(progress), 0.0), 1.0)
         if progress <= self.progress:
@@ -242,10 +229,16 @@ class ChannelStage(StageBase):
         self.progress = progress
         before = self.kept()
         if self.config.importance == "taylor":
-            self._taylor_gradients()
+            seed = self.config.seed + self.pruner.current_step
+            train = self.context.data.train  # type: ignore[union-attr]  (checked before)
+            taylor_gradients(
+                self.model, train, self.context.batch_size, self.config.taylor_batches, seed
+            )
+        heads_before = self.heads.kept()
         self.pruner.step()
+        self.heads.update(self.pruner)
         self.model.zero_grad(set_to_none=True)
-        removed = self.kept() != before
+        removed = self.kept() != before or self.heads.kept() != heads_before
         if removed:
             log.debug(
                 "prune_channels at %.3f of the target: %.1f%% of channels removed",
@@ -277,10 +270,18 @@ class ChannelStage(StageBase):
         return {p: 1 - kept[p] / self.original[p] for p in self.prunable}
 
     def summary(self) -> dict[str, float]:
-        return {"channels_removed": self.channels_removed()}
+        found = {"channels_removed": self.channels_removed()}
+        if self.heads.active:
+            total = sum(h for h, _ in self.original_heads.values())
+            found["heads_removed"] = 1 - sum(h for h, _ in self.heads.kept().values()) / total
+        return found
 
     def artifacts(self, folder: Path) -> list[Path]:
-        return [write_table(folder / "layer_channels.csv", self.original, self.kept())]
+        files = [write_table(folder / "layer_channels.csv", self.original, self.kept())]
+        if self.heads.active:
+            kept = self.heads.kept()
+            files.append(write_heads(folder / "attention_heads.csv", self.original_heads, kept))
+        return files
 
 
 def prune_channels(

@@ -12,6 +12,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.nn.parameter import is_lazy
 
 from compress.errors import ConfigError
 from compress.models.base import parse_model
@@ -29,13 +30,15 @@ def build_model(
     num_classes: int,
     *,
     load_weights: bool = False,
+    check_forward: bool = True,
 ) -> nn.Module:
     """Build the model `cfg` names (`name` or `_target_`, the rest its options), on CPU,
     in train mode.
 
     Weights come from torch's global RNG, so the caller's seed makes the build reproducible;
     with `load_weights` the config's `weights` (if any) replace them. Rebuilding a saved
-    artifact does not load them: its own state follows.
+    artifact does not load them: its own state follows. `check_forward=False` skips the
+    forward on zeros that proves the model fits its inputs (for a build of shapes only).
     """
     config = parse_model(cfg)
     shape = _check_shape(input_shape)
@@ -50,7 +53,8 @@ def build_model(
             load_into(
                 model, state, num_classes=num_classes, reset_head=config.reset_head, where=where
             )
-    _dry_run(name, model, shape, num_classes)
+    if check_forward or any(is_lazy(p) for p in model.parameters()):  # lazies need it
+        _dry_run(name, model, shape, num_classes)
     log.debug(
         "built model %s for input %s: %d parameters",
         name,

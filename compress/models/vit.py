@@ -85,7 +85,7 @@ class PatchEmbedding(nn.Module):
         self.proj = nn.Conv2d(channels, dim, kernel_size=patch, stride=patch)
         tokens = grid + int(cls_token)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, dim)) if cls_token else None
-        self.pos_embed = nn.Parameter(torch.randn(1, tokens, dim) * 0.02)
+        self.pos_embed = nn.Parameter(torch.zeros(1, tokens, dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         tokens = self.proj(x).flatten(2).transpose(1, 2)
@@ -125,7 +125,9 @@ class VisionTransformer(nn.Module):
 
 
 def _init(module: nn.Module) -> None:
-    """Truncated-normal Linear weights and zero biases, as ViTs are usually started."""
+    """Truncated-normal Linear weights and positions, zero biases, as ViTs are started."""
+    if isinstance(module, PatchEmbedding):
+        nn.init.trunc_normal_(module.pos_embed, std=0.02)
     if isinstance(module, nn.Linear):
         nn.init.trunc_normal_(module.weight, std=0.02)
         nn.init.zeros_(module.bias)
