@@ -7,9 +7,11 @@
          + rkd_distance_weight * RKD-D + rkd_angle_weight * RKD-A          (Park 2019)
 
 Taps are module paths (globs, `?` for a dot on the command line), student path -> teacher
-path; `logits` names a model's output. The teacher is the experiment's baseline unless
-`teacher` gives another model config (trained and cached like a baseline) or
-`teacher_artifact` a saved artifact (e.g. the model.pt of an earlier run).
+path; `logits` names a model's output. An `attention_maps` tap may name an attention
+module (`blocks.3.attn`, read through its `AttentionMap` child) or the map itself. The
+teacher is the experiment's baseline unless `teacher` gives another model config (trained
+and cached like a baseline) or `teacher_artifact` a saved artifact (e.g. the model.pt of an
+earlier run).
 """
 
 from __future__ import annotations
