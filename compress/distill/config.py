@@ -3,12 +3,15 @@
     loss = (1 - alpha) * CE(student, labels) + alpha * T^2 * KL(teacher_T || student_T)
          + hint_weight * sum MSE(adapter(student tap), teacher tap)        (FitNets)
          + attention_weight * sum AT(student tap, teacher tap)             (Zagoruyko 2017)
+         + attention_map_weight * sum KL(teacher map || student map)      (MiniLM, TinyBERT)
          + rkd_distance_weight * RKD-D + rkd_angle_weight * RKD-A          (Park 2019)
 
 Taps are module paths (globs, `?` for a dot on the command line), student path -> teacher
-path; `logits` names a model's output. The teacher is the experiment's baseline unless
-`teacher` gives another model config (trained and cached like a baseline) or
-`teacher_artifact` a saved artifact (e.g. the model.pt of an earlier run).
+path; `logits` names a model's output. An `attention_maps` tap may name an attention
+module (`blocks.3.attn`, read through its `AttentionMap` child) or the map itself. The
+teacher is the experiment's baseline unless `teacher` gives another model config (trained
+and cached like a baseline) or `teacher_artifact` a saved artifact (e.g. the model.pt of an
+earlier run).
 """
 
 from __future__ import annotations
@@ -37,6 +40,8 @@ class DistillConfig:
     adapter: str = "auto"
     attention_weight: float = 0.0
     attention: dict[str | int, str | int] | None = None
+    attention_map_weight: float = 0.0
+    attention_maps: dict[str | int, str | int] | None = None
     rkd_distance_weight: float = 0.0
     rkd_angle_weight: float = 0.0
     rkd_taps: dict[str | int, str | int] | None = None
@@ -50,14 +55,20 @@ class DistillConfig:
             f"distill.temperature must be > 0, got {self.temperature}",
         )
         require(0 <= self.alpha <= 1, f"distill.alpha must be in [0, 1], got {self.alpha}")
-        for name in ("hint_weight", "attention_weight", "rkd_distance_weight", "rkd_angle_weight"):
+        for name in (
+            "hint_weight",
+            "attention_weight",
+            "attention_map_weight",
+            "rkd_distance_weight",
+            "rkd_angle_weight",
+        ):
             value = getattr(self, name)
             require(value >= 0, f"distill.{name} must be >= 0, got {value}")
         require(
             self.adapter in ADAPTERS,
             f"distill.adapter '{self.adapter}' unknown; choose one of: {', '.join(ADAPTERS)}",
         )
-        for name in ("hints", "attention", "rkd_taps"):
+        for name in ("hints", "attention", "attention_maps", "rkd_taps"):
             object.__setattr__(self, name, _taps(getattr(self, name)))
         require(
             not (self.hint_weight > 0 and not self.hints),
@@ -66,6 +77,11 @@ class DistillConfig:
         require(
             not (self.attention_weight > 0 and not self.attention),
             "distill.attention_weight > 0 needs distill.attention: student tap -> teacher tap",
+        )
+        require(
+            not (self.attention_map_weight > 0 and not self.attention_maps),
+            "distill.attention_map_weight > 0 needs distill.attention_maps: student attention "
+            "module -> teacher attention module",
         )
         require(
             self.teacher is None or self.teacher_artifact is None,
@@ -90,6 +106,7 @@ class DistillConfig:
         for kind, weight, pairs in (
             ("hint", self.hint_weight, self.hints),
             ("attention", self.attention_weight, self.attention),
+            ("attention_map", self.attention_map_weight, self.attention_maps),
             ("rkd", self.rkd_distance_weight + self.rkd_angle_weight, self.rkd_taps),
         ):
             if weight > 0:

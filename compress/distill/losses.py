@@ -8,6 +8,8 @@ float16 are promoted, float64 stays float64), and the result has that dtype.
 - `response_kd`: Hinton et al. 2015, soft-target KL at temperature T, scaled by T².
 - `hint_mse`: FitNets (Romero et al. 2015) hint loss, plain MSE.
 - `attention_transfer`: Zagoruyko & Komodakis 2017, spatial attention maps.
+- `attention_map_kl`: MiniLM (Wang et al. 2020) / TinyBERT (Jiao et al. 2020), a transformer's
+  attention probabilities.
 - `rkd_distance`, `rkd_angle`: Park et al. 2019, relational KD over the batch.
 """
 
@@ -19,7 +21,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["attention_transfer", "hint_mse", "response_kd", "rkd_angle", "rkd_distance"]
+__all__ = [
+    "attention_map_kl",
+    "attention_transfer",
+    "hint_mse",
+    "response_kd",
+    "rkd_angle",
+    "rkd_distance",
+]
 
 #: Norms and distances at or below this are treated as zero (no direction, no scale).
 _EPS = 1e-12
@@ -119,6 +128,40 @@ def attention_transfer(student_feature: Tensor, teacher_feature: Tensor, p: floa
         teacher = F.adaptive_avg_pool2d(teacher, size)
     diff = _attention_map(student, p) - _attention_map(teacher, p)
     return diff.pow(2).mean()
+
+
+def attention_map_kl(student_maps: Tensor, teacher_maps: Tensor) -> Tensor:
+    """Attention-map transfer: ``KL(teacher ‖ student)`` over keys, averaged over the batch,
+    heads and queries (MiniLM's self-attention distribution transfer).
+
+    Maps are softmax probabilities (N, heads, T, T): query rows that sum to 1 over the keys.
+    With equal head counts each student head matches its teacher head, as in MiniLM and
+    TinyBERT. With different counts no head pairs with another, so both sides are averaged
+    over their heads first (a mean of distributions is a distribution): the student's heads
+    together must attend where the teacher's do. Token counts must match. Keys the teacher
+    gives no mass contribute 0; a student probability of 0 is clamped to `_EPS`, so the loss
+    stays finite where the teacher still attends.
+    """
+    for name, maps in (("student", student_maps), ("teacher", teacher_maps)):
+        if maps.ndim != 4 or maps.shape[2] != maps.shape[3]:
+            raise ValueError(
+                f"attention_map_kl: {name} maps must be (N, heads, T, T), "
+                f"got shape {tuple(maps.shape)}"
+            )
+    s_shape, t_shape = tuple(student_maps.shape), tuple(teacher_maps.shape)
+    if s_shape[0] != t_shape[0] or s_shape[2] != t_shape[2]:
+        raise ValueError(
+            f"attention_map_kl: student maps {s_shape} and teacher maps {t_shape} must have "
+            "the same batch and token counts (N, ., T, T)"
+        )
+    student, teacher = _prepare(student_maps, teacher_maps)
+    if student.shape[1] != teacher.shape[1]:
+        student = student.mean(dim=1, keepdim=True)
+        teacher = teacher.mean(dim=1, keepdim=True)
+    log_student = student.clamp_min(_EPS).log()
+    log_teacher = teacher.clamp_min(_EPS).log()
+    terms = torch.where(teacher > 0, teacher * (log_teacher - log_student), 0.0)
+    return terms.sum(dim=-1).mean()
 
 
 def _check_embeddings(name: str, student: Tensor, teacher: Tensor) -> tuple[Tensor, Tensor]:

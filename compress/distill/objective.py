@@ -1,9 +1,10 @@
 """The distillation loss of a training step: the student against its teacher (and labels).
 
 Built once per fine-tune: taps are resolved on both models (a wrong path is a one-line
-error listing the module paths), and a hint whose student and teacher shapes differ gets
-a learned adapter (1x1 conv for feature maps, linear for vectors), trained with the
-student. Terms with weight 0 cost nothing.
+error listing the module paths), both models run on a probe batch so that a tap emitting
+the wrong thing is a one-line error naming both shapes, and a hint whose student and
+teacher shapes differ gets a learned adapter (adapters.py), trained with the student.
+Terms with weight 0 cost nothing.
 """
 
 from __future__ import annotations
@@ -11,8 +12,11 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from compress.distill.adapters import describe, hint_adapter
+from compress.distill.attention_maps import check_maps, check_pair, resolve_map
 from compress.distill.config import LOGITS, DistillConfig
 from compress.distill.losses import (
+    attention_map_kl,
     attention_transfer,
     hint_mse,
     response_kd,
@@ -23,22 +27,6 @@ from compress.distill.taps import recording, resolve
 from compress.distill.teacher import Teacher
 from compress.errors import ConfigError
 from compress.models.eval_mode import eval_mode, model_device
-
-
-def _adapter(student: torch.Size, teacher: torch.Size, hint: str, allowed: str) -> nn.Module:
-    """What maps a student feature of shape `student` onto the teacher's `teacher`."""
-    if student == teacher:
-        return nn.Identity()
-    spatial_match = len(student) == len(teacher) == 4 and student[2:] == teacher[2:]
-    if allowed == "auto" and spatial_match:
-        return nn.Conv2d(student[1], teacher[1], kernel_size=1)
-    if allowed == "auto" and len(student) == len(teacher) == 2:
-        return nn.Linear(student[1], teacher[1])
-    raise ConfigError(
-        f"distill.hints {hint}: student output {tuple(student[1:])} cannot be mapped onto the "
-        f"teacher's {tuple(teacher[1:])} (adapter '{allowed}': same shape, or same spatial "
-        "size for a 1x1 conv, or vectors for a linear adapter)"
-    )
 
 
 class DistillObjective:
@@ -53,7 +41,11 @@ class DistillObjective:
         self.config = config
         self.teacher = teacher
         self.pairs = [
-            (kind, resolve(student, s, "student"), resolve(teacher.model, t, "teacher"))
+            (
+                kind,
+                _resolve(student, s, "student", kind),
+                _resolve(teacher.model, t, "teacher", kind),
+            )
             for kind, s, t in config.taps()
         ]
         teacher.use_taps([t for _, _, t in self.pairs])
@@ -69,16 +61,14 @@ class DistillObjective:
         s_logits, s_feats = _probe(student, [s for _, s, _ in self.pairs], example)
         t_logits, t_feats = self.teacher.run(example)
         s_feats, t_feats = {**s_feats, LOGITS: s_logits}, {**t_feats, LOGITS: t_logits}
+        models = {"student": student, "teacher": self.teacher.model}
         for kind, s, t in self.pairs:
             for role, path, found in (("student", s, s_feats), ("teacher", t, t_feats)):
-                if path not in found:
-                    raise ConfigError(
-                        f"distill: {role} tap '{path}' records nothing: the module is not "
-                        "called by the forward of the model being trained (e.g. QAT runs "
-                        "fused modules instead); choose another tap or response KD"
-                    )
+                _check_output(kind, models[role], role, path, found)
+            if kind == "attention_map":
+                check_pair(f"{s} -> {t}", s_feats[s], t_feats[t])
             if kind == "hint":
-                adapter = _adapter(
+                adapter = hint_adapter(
                     s_feats[s].shape, t_feats[t].shape, f"{s} -> {t}", self.config.adapter
                 )
                 self.adapters[_key(s, t)] = adapter.to(model_device(student))
@@ -97,6 +87,8 @@ class DistillObjective:
             return c.hint_weight * hint_mse(self.adapters[_key(s, t)](student), target)
         if kind == "attention":
             return c.attention_weight * attention_transfer(student, target)
+        if kind == "attention_map":
+            return c.attention_map_weight * attention_map_kl(student, target)
         loss = torch.zeros((), device=student.device)
         if c.rkd_distance_weight > 0:
             loss = loss + c.rkd_distance_weight * rkd_distance(student, target)
@@ -122,6 +114,32 @@ class DistillObjective:
         for kind, s, t in self.pairs:
             loss = loss + self._term(kind, s, t, s_feats[s], t_feats[t])
         return torch.as_tensor(loss, device=logits.device), logits
+
+
+def _resolve(model: nn.Module, pattern: str, role: str, kind: str) -> str:
+    """The module path a tap records; a map tap may name the attention module of the map."""
+    path = resolve(model, pattern, role)
+    return resolve_map(model, path) if kind == "attention_map" else path
+
+
+def _check_output(
+    kind: str, model: nn.Module, role: str, path: str, found: dict[str, object]
+) -> None:
+    """Refuse a tap that recorded nothing, or not what its loss takes, in one line."""
+    if path not in found:
+        raise ConfigError(
+            f"distill: {role} tap '{path}' records nothing: the module is not called by the "
+            "forward of the model being trained (e.g. QAT runs fused modules instead); "
+            "choose another tap or response KD"
+        )
+    if kind == "attention_map":
+        check_maps(model, role, path, found[path])
+    elif not isinstance(found[path], torch.Tensor):
+        module = type(model.get_submodule(path)).__name__
+        raise ConfigError(
+            f"distill: {role} tap '{path}' ({module}) emits {describe(found[path])}, not a "
+            "tensor; tap a module that returns one tensor"
+        )
 
 
 def _key(student: str, teacher: str) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -53,7 +54,7 @@ class Teacher:
         self.forward_batches += 1
         with recording(self.model, self.taps) as features:
             logits = self.model(x.to(model_device(self.model))).float()
-        return logits.to(x.device), {k: v.float().to(x.device) for k, v in features.items()}
+        return logits.to(x.device), {k: _moved(v, x.device) for k, v in features.items()}
 
     def outputs(
         self, x: torch.Tensor, idx: torch.Tensor
@@ -81,3 +82,9 @@ class Teacher:
         features = {t: torch.cat([p[1][t] for p in parts]) for t in self.taps}
         log.info("teacher: outputs on %d train rows computed once and cached", len(split))
         return logits, features
+
+
+def _moved(output: Any, device: torch.device) -> Any:
+    """A tensor tap's output as float32 on `device`; anything else as it came (the objective's
+    probe refuses it in one line, naming what it is)."""
+    return output.float().to(device) if isinstance(output, torch.Tensor) else output
