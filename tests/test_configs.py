@@ -29,6 +29,7 @@ TYPICAL_INPUT = {
     "resnet56": (3, 32, 32),
     "torchvision": (3, 32, 32),
     "rnn": (1, 8, 8),
+    "vit": (1, 28, 28),
 }
 
 
