@@ -3,16 +3,18 @@ cannot see by formula (never twice), zero weights skipped only where a weight mu
 
 from __future__ import annotations
 
+import csv
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import pytest
 import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from compress.measure import Macs, count_macs, layer_macs
+from compress.measure import Macs, count_macs, layer_macs, write_layer_macs
 from compress.models import build_model
 from compress.models.vit import ViTConfig
 from compress.quant.compiled import CompiledInference
@@ -175,3 +177,17 @@ def test_counting_leaves_no_hook_and_the_fast_path_as_it_was() -> None:
     count_macs(model, (TOKENS, DIM))
     assert torch.backends.mha.get_fastpath_enabled()
     assert all(not m._forward_hooks and not m._forward_pre_hooks for m in model.modules())
+
+
+def test_layer_table_has_both_models_and_blanks_for_a_missing_layer(tmp_path: Path) -> None:
+    baseline = {"": Macs(10, 10), "fc": Macs(200, 150)}
+    compressed = {"fc": Macs(100, 100), "extra": Macs(5, 4)}
+    path = write_layer_macs(tmp_path / "layer_macs.csv", baseline, compressed)
+    with path.open(newline="") as file:
+        rows = list(csv.reader(file))
+    assert rows == [
+        ["module", "baseline_dense", "baseline_nonzero", "compressed_dense", "compressed_nonzero"],
+        ["(model)", "10", "10", "", ""],
+        ["fc", "200", "150", "100", "100"],
+        ["extra", "", "", "5", "4"],
+    ]

@@ -1,7 +1,7 @@
 """Every figure we report, measured on the model as it really is.
 
 footprint: params, nonzeros, MACs; macs: MACs module by module (FlopCounterMode, attention
-included); layer_tensors: a layer's weights in any form;
+included); layer_tensors: a layer's weights in any form; layer_table: layer_macs.csv;
 latency: timed forward passes; measurement: one model's figures and the ratios between
 two; probes/: extra views (compiled fp32, ONNX Runtime) listed in `measure.probes`;
 onnx_runtime: the ONNX export and timing they use.
@@ -16,6 +16,7 @@ from compress.measure.footprint import (
     model_tensors,
 )
 from compress.measure.latency import latency_ms, paired_latency_ms, torch_threads
+from compress.measure.layer_table import write_layer_macs
 from compress.measure.layer_tensors import layer_weight, rnn_weights
 from compress.measure.macs import Macs, layer_macs
 from compress.measure.measurement import Measurement, compare, measure_model, measure_models
@@ -50,4 +51,5 @@ __all__ = [
     "rnn_weights",
     "run_probes",
     "torch_threads",
+    "write_layer_macs",
 ]
