@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 from pathlib import Path
 
 import pytest
@@ -65,6 +66,30 @@ def test_reported_figures_are_those_of_the_saved_artifact(digits_run) -> None:
     assert sum(int(p.count_nonzero()) for p in model.parameters()) == result.metrics["nonzeros"]
 
 
+def test_layer_macs_table_holds_both_models_and_sums_to_their_totals(digits_run) -> None:
+    _, _, result = digits_run
+    with (result.run_dir / "layer_macs.csv").open(newline="") as file:
+        rows = list(csv.DictReader(file))
+    assert [row["module"] for row in rows] == [
+        "features.0.0",
+        "features.1.0",
+        "features.3.0",
+        "classifier",
+    ]
+    m = result.metrics
+    columns = {
+        "baseline_dense": m["baseline/macs"],
+        "baseline_nonzero": result.baseline.macs_nonzero,
+        "compressed_dense": m["macs"],
+        "compressed_nonzero": m["macs/nonzero"],
+    }
+    for column, total in columns.items():
+        assert sum(int(row[column]) for row in rows) == total, column
+    # Pruned: every layer keeps its dense MACs, and runs fewer where weights are zero.
+    assert all(row["compressed_dense"] == row["baseline_dense"] for row in rows)
+    assert all(int(row["compressed_nonzero"]) <= int(row["baseline_nonzero"]) for row in rows)
+
+
 def test_pruned_weights_stayed_zero_through_finetuning(digits_run) -> None:
     _, _, result = digits_run
     weights = prunable_weights(load_artifact(result.artifact))
@@ -95,7 +120,7 @@ def test_mlflow_run_holds_params_metrics_and_artifacts(digits_run) -> None:
 
     client = MlflowClient(tracking_uri=f"sqlite:///{outputs}/mlflow.db")
     listed = {a.path for a in client.list_artifacts(mlrun.info.run_id)}
-    assert {"config.yaml", "summary.json", "model"} <= listed
+    assert {"config.yaml", "summary.json", "layer_macs.csv", "model"} <= listed
     assert [a.path for a in client.list_artifacts(mlrun.info.run_id, "model")] == ["model/model.pt"]
     history = client.get_metric_history(mlrun.info.run_id, "baseline/loss")
     assert [h.step for h in history] == [0, 1, 2]

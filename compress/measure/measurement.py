@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+import dataclasses
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import nn
@@ -12,6 +14,7 @@ from compress.data import DataBundle
 from compress.measure.config import MeasureConfig
 from compress.measure.footprint import Footprint
 from compress.measure.latency import paired_latency_ms
+from compress.measure.macs import Macs
 from compress.train.loop import accuracy
 
 
@@ -26,6 +29,12 @@ class Measurement:
     macs_nonzero: int
     bytes: int
     latency_ms: dict[int, float]
+    #: `macs` and `macs_nonzero` module by module (they sum to those), for layer_macs.csv.
+    layer_macs: Mapping[str, Macs] = field(default_factory=dict, repr=False, compare=False)
+
+    def figures(self) -> dict[str, Any]:
+        """The figures as summary.json keeps them (the per-module MACs are their own file)."""
+        return {k: v for k, v in dataclasses.asdict(self).items() if k != "layer_macs"}
 
 
 def measure_models(
@@ -51,6 +60,7 @@ def measure_models(
                 macs_nonzero=footprint.macs.nonzero,
                 bytes=artifact_bytes,
                 latency_ms={batch: ms[index] for batch, ms in latencies.items()},
+                layer_macs=footprint.layer_macs,
             )
         )
     return measurements

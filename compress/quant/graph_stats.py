@@ -1,9 +1,9 @@
-"""What an int8 graph is made of: its conv and linear layers' weights, and their MACs.
+"""What an int8 graph is made of: its conv and linear layers and their weights.
 
-A PT2E int8 model has no conv or linear modules to hook; its layers are `aten.conv*` and
-`aten.linear` calls whose weight is an int8 tensor behind a dequantize (or a float one, for
-a layer left in float). Counting reads those tensors and, for MACs, the output shapes a
-real forward of one sample gives.
+A PT2E int8 model has no conv or linear modules to look into; its layers are `aten.conv*`
+and `aten.linear` calls whose weight is an int8 tensor behind a dequantize (or a float one,
+for a layer left in float). Counting params and zero weights (`compress.measure`) reads
+those tensors.
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ from dataclasses import dataclass
 
 import torch
 from torch import fx
-from torch.fx.passes.shape_prop import ShapeProp
 
 _LAYER_OPS = ("conv1d", "conv2d", "conv3d", "convolution", "linear")
 
@@ -52,16 +51,3 @@ def layers(graph_module: fx.GraphModule) -> list[GraphLayer]:
         bias = _tensor_behind(graph_module, node.args[2]) if len(node.args) > 2 else None
         found.append(GraphLayer(weight, bias, node))
     return found
-
-
-@torch.no_grad()
-def macs(graph_module: fx.GraphModule, input_shape: tuple[int, ...]) -> tuple[int, int]:
-    """(dense, nonzero) multiply-accumulates of one sample through the graph."""
-    ShapeProp(graph_module).propagate(torch.zeros((1, *input_shape)))
-    dense = nonzero = 0
-    for layer in layers(graph_module):
-        out_channels = layer.weight.shape[0]
-        positions = layer.node.meta["tensor_meta"].shape.numel() // out_channels
-        dense += positions * layer.weight.numel()
-        nonzero += positions * int(layer.weight.count_nonzero())
-    return dense, nonzero

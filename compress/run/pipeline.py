@@ -9,7 +9,6 @@ input costs one line and leaves no run behind.
 from __future__ import annotations
 
 import copy
-import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
@@ -19,7 +18,7 @@ from torch import nn
 from compress.analysis import AnalysisContext
 from compress.artifact.store import load_artifact
 from compress.data import DataBundle, load_dataset
-from compress.measure import ProbeContext, compare, measure_models, run_probes
+from compress.measure import ProbeContext, compare, measure_models, run_probes, write_layer_macs
 from compress.methods import MethodContext, Stage
 from compress.models import build_model, parse_model
 from compress.run.plan import Plan, Result, config_hash
@@ -102,6 +101,9 @@ def run(cfg: Mapping[str, Any], *, tags: Mapping[str, str] | None = None) -> Res
             plan.measure,
             on,
         )
+        layer_table = write_layer_macs(
+            plan.run_dir / "layer_macs.csv", base.layer_macs, ours.layer_macs
+        )
         metrics = {**compare(base, ours), **stage.summary(), **teacher_metrics}
         converted = conversion is not None
         probed = run_probes(
@@ -131,12 +133,13 @@ def run(cfg: Mapping[str, Any], *, tags: Mapping[str, str] | None = None) -> Res
             [
                 *((p, None) for p in stage.artifacts(plan.run_dir)),
                 *probed.files,
+                (layer_table, None),
                 (artifact, "model"),
             ],
             {
                 "metrics": metrics,
-                "baseline": dataclasses.asdict(base),
-                "compressed": dataclasses.asdict(ours),
+                "baseline": base.figures(),
+                "compressed": ours.figures(),
                 "tags": run_tags,
                 "baseline_cached": baseline.cache.cached,
                 "baseline_artifact": str(baseline.artifact),
