@@ -1,0 +1,188 @@
+"""The ViT, compressed two ways and measured: figures printed beside the issue's targets.
+
+    uv run python benchmarks/vit.py                  # MNIST-10k, 1 latency thread
+    uv run python benchmarks/vit.py --train-epochs 10 --finetune-epochs 5
+
+Two `compress` runs (subprocesses, as a user runs them) on one outputs folder, so the
+baseline ViT (model=vit defaults) is trained once and cached: `method=prune_heads` (half
+the heads and half the MLP units removed, then fine-tuned) and `method=quantize_dynamic`
+(torchao int8 of every Linear, compiled). The figures come from each run's summary, i.e.
+from the saved artifact loaded back. Beside them, in this process, the MACs that compress
+counts for `nn.TransformerEncoderLayer` and the ViT against `FlopCounterMode`'s.
+
+Targets: baseline >= 97%; heads + MLP halved: >= 1.8x fewer MACs, >= 1.5x faster at batch
+256 (1 thread), within 1 pt after fine-tuning; dynamic int8: >= 3.5x smaller artifact,
+within 0.5 pt, faster than eager fp32 at batch 256; MACs within 1% of FlopCounterMode.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+from pathlib import Path
+
+from run import COMPRESS, MNIST10K, latest_summary, timed
+
+#: The training recipe of model=vit (experiments/vit_heads_mnist.yaml uses the same).
+RECIPE = [
+    "schedule.train.optimizer=adamw",
+    "schedule.train.lr=0.001",
+    "schedule.train.weight_decay=0.05",
+]
+
+
+def command(args: argparse.Namespace, outputs: Path, method: list[str]) -> list[str]:
+    return [
+        COMPRESS,
+        f"paths.outputs={outputs}",
+        "model=vit",
+        "dataset=mnist",
+        f"dataset.root={args.data.resolve()}",
+        *RECIPE,
+        f"schedule.train.epochs={args.train_epochs}",
+        f"schedule.finetune.epochs={args.finetune_epochs}",
+        "schedule.finetune.lr=0.0005",
+        *method,
+        "runtime.device=cpu",
+        "runtime.progress=false",
+        f"measure.threads={args.threads}",
+        "measure.batch_sizes=[1,256]",
+        "measure.repeats=50",
+        "measure.max_seconds=5",
+        "measure.probes=[]",
+        "tracking=none",
+    ]
+
+
+def verdict(ok: bool) -> str:
+    return "met" if ok else "MISSED"
+
+
+def flop_counter_rows() -> list[tuple[str, str, str, str]]:
+    """compress's MACs vs FlopCounterMode's flops / 2, on a transformer layer and the ViT."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from compress.measure import count_macs
+    from compress.models import build_model
+
+    layer = torch.nn.TransformerEncoderLayer(64, 4, 128, batch_first=True)
+    models = {
+        "nn.TransformerEncoderLayer (64, 4 heads, 17 tokens)": (layer, (17, 64)),
+        "model=vit defaults, 1x28x28": (build_model({"name": "vit"}, (1, 28, 28), 10), (1, 28, 28)),
+    }
+    rows = []
+    for name, (model, shape) in models.items():
+        counter = FlopCounterMode(display=False)
+        with torch.no_grad(), counter, torch.backends.mha.set_fastpath_enabled(False):
+            model.eval()(torch.zeros(1, *shape))
+        reference = counter.get_total_flops() / 2
+        ours = count_macs(model, shape).dense
+        off = abs(ours - reference) / reference
+        rows.append(
+            (f"MACs {name}", f"{ours:,} vs {reference:,.0f}", "within 1%", verdict(off <= 0.01))
+        )
+    return rows
+
+
+def heads_rows(m: dict) -> list[tuple[str, str, str, str]]:
+    drop = 100 * (m["baseline/acc"] - m["acc"])
+    return [
+        (
+            "baseline ViT accuracy",
+            f"{m['baseline/acc']:.2%}",
+            ">= 97%",
+            verdict(m["baseline/acc"] >= 0.97),
+        ),
+        (
+            "heads+MLP: fewer MACs",
+            f"{m['ratio/macs']:.2f}x",
+            ">= 1.8x",
+            verdict(m["ratio/macs"] >= 1.8),
+        ),
+        (
+            "heads+MLP: faster, batch 256",
+            f"{m['speedup/latency/b256']:.2f}x",
+            ">= 1.5x",
+            verdict(m["speedup/latency/b256"] >= 1.5),
+        ),
+        (
+            "heads+MLP: accuracy after fine-tune",
+            f"{m['acc']:.2%} ({-drop:+.2f} pt)",
+            "drop <= 1 pt",
+            verdict(drop <= 1),
+        ),
+        (
+            "heads+MLP: latency b256 dense -> pruned",
+            f"{m['baseline/latency_ms/b256']:.1f} -> {m['latency_ms/b256']:.1f} ms",
+            "",
+            "",
+        ),
+        ("heads+MLP: faster, batch 1", f"{m['speedup/latency/b1']:.2f}x", "", ""),
+        ("heads+MLP: smaller artifact", f"{m['ratio/size']:.2f}x", "", ""),
+        ("heads removed", f"{m['heads_removed']:.0%}", "", ""),
+    ]
+
+
+def int8_rows(m: dict) -> list[tuple[str, str, str, str]]:
+    drop = 100 * (m["baseline/acc"] - m["acc"])
+    speed = m["speedup/latency/b256"]
+    return [
+        (
+            "dynamic int8: smaller artifact",
+            f"{m['ratio/size']:.2f}x",
+            ">= 3.5x",
+            verdict(m["ratio/size"] >= 3.5),
+        ),
+        (
+            "dynamic int8: accuracy",
+            f"{m['acc']:.2%} ({-drop:+.2f} pt)",
+            "drop <= 0.5 pt",
+            verdict(drop <= 0.5),
+        ),
+        ("dynamic int8: vs eager fp32, batch 256", f"{speed:.2f}x", "> 1x", verdict(speed > 1)),
+        (
+            "dynamic int8: latency b256 fp32 -> int8",
+            f"{m['baseline/latency_ms/b256']:.1f} -> {m['latency_ms/b256']:.1f} ms",
+            "",
+            "",
+        ),
+        ("dynamic int8: vs eager fp32, batch 1", f"{m['speedup/latency/b1']:.2f}x", "", ""),
+    ]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, default=MNIST10K, help="folder holding MNIST/raw")
+    parser.add_argument("--train-epochs", type=int, default=20)
+    parser.add_argument("--finetune-epochs", type=int, default=10)
+    parser.add_argument("--threads", type=int, default=1, help="measure.threads for latency")
+    args = parser.parse_args()
+    if not (args.data / "MNIST" / "raw").is_dir():
+        raise SystemExit(f"MNIST not found: {args.data}/MNIST/raw (pass --data)")
+
+    table = flop_counter_rows()
+    with tempfile.TemporaryDirectory(prefix="compress-vit-") as tmp:
+        for method, rows in (
+            (["method=prune_heads"], heads_rows),
+            (["method=quantize_dynamic"], int8_rows),
+        ):
+            outputs = Path(tmp)
+            seconds, _ = timed(command(args, outputs, method))
+            table += rows(latest_summary(outputs)["metrics"])
+            table.append((f"wall time of the {method[0]} run (s)", f"{seconds:.0f}", "", ""))
+
+    width = max(len(r[0]) for r in table)
+    print(
+        f"model=vit defaults, train {args.train_epochs} + fine-tune {args.finetune_epochs} epochs "
+        f"(AdamW), latency with {args.threads} thread(s)"
+    )
+    print(f"{'figure':<{width}}  {'measured':>28}  {'target':<15} verdict")
+    for name, value, target, ok in table:
+        print(f"{name:<{width}}  {value:>28}  {target:<15} {ok}")
+    print(f"({sys.platform}, python {sys.version.split()[0]}; MNIST-10k, 8k train / 2k test)")
+
+
+if __name__ == "__main__":
+    main()
