@@ -138,7 +138,7 @@ def test_the_shrunk_model_reloads_with_its_heads(tmp_path: Path) -> None:
             {},
             {"head_dims": 0.3},
             "method.head_dims 0.3 removes 2.4 of the 8 dims of "
-            "blocks.0.attn, which leaves a non-integer dim count",
+            "blocks.0.attn, which leaves a non-integer head dim",
         ),
         ({}, {"heads": 0.5, "scope": "global"}, "use scope uniform"),
     ],

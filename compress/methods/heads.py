@@ -40,13 +40,13 @@ def attention_modules(model: nn.Module) -> dict[str, nn.Module]:
     }
 
 
-def _whole(share: float, count: int, option: str, path: str, what: str) -> int:
+def _whole(share: float, count: int, option: str, path: str, what: str, left: str) -> int:
     """How many of `count` a `share` removes: a whole number that leaves at least one."""
     removed = share * count
     if abs(removed - round(removed)) > _WHOLE:
         raise ConfigError(
             f"method.{option} {share:g} removes {removed:g} of the {count} {what} of {path}, "
-            f"which leaves a non-integer {what[:-1]} count; choose a multiple of 1/{count}"
+            f"which leaves a non-integer {left}; choose a multiple of 1/{count}"
         )
     if round(removed) >= count:
         raise ConfigError(
@@ -88,9 +88,12 @@ class HeadPlan:
                     f"method.{option} is a share of every attention module's heads; "
                     f"scope '{scope}' ranks across layers: use scope uniform"
                 )
-        removed = {p: _whole(heads, m.num_heads, "heads", p, "heads") for p, m in modules.items()}
+        removed = {
+            p: _whole(heads, m.num_heads, "heads", p, "heads", "head count")
+            for p, m in modules.items()
+        }
         for path, module in modules.items():
-            _whole(head_dims, module.head_dim, "head_dims", path, "dims")
+            _whole(head_dims, module.head_dim, "head_dims", path, "dims", "head dim")
         return cls(modules, heads, head_dims, removed)
 
     @property
