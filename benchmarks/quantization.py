@@ -43,7 +43,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import int8_flows
-from run import COMPRESS, MNIST10K, latest_summary, timed
+from run import COMPRESS, MNIST10K, latest_summary, timed, verdict
 
 HERE = Path(__file__).resolve().parent
 COMMON = [
@@ -109,10 +109,6 @@ STUDIES: dict[str, list[str]] = {
         "method.stages.weight_sharing.epochs=10",
     ],
 }
-
-
-def verdict(ok: bool) -> str:
-    return "met" if ok else "MISSED"
 
 
 def drop_pts(m: dict) -> float:

@@ -54,6 +54,11 @@ def timed(command: list[str]) -> tuple[float, str]:
     return seconds, done.stdout
 
 
+def verdict(ok: bool) -> str:
+    """How a benchmark's figure reads against its target."""
+    return "met" if ok else "MISSED"
+
+
 def latest_summary(outputs: Path) -> dict:
     path = max((outputs / "runs").glob("*/*/summary.json"), key=lambda p: p.stat().st_mtime)
     return json.loads(path.read_text())

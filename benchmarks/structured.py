@@ -20,7 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from run import COMPRESS, MNIST10K, latest_summary, timed
+from run import COMPRESS, MNIST10K, latest_summary, timed, verdict
 
 
 def command(args: argparse.Namespace, outputs: Path) -> list[str]:
@@ -48,9 +48,6 @@ def command(args: argparse.Namespace, outputs: Path) -> list[str]:
 def rows(m: dict, seconds: float) -> list[tuple[str, str, str, str]]:
     """(figure, measured, target, verdict) for the issue's targets and the context."""
     drop_pts = 100 * (m["baseline/acc"] - m["acc"])
-
-    def verdict(ok: bool) -> str:
-        return "met" if ok else "MISSED"
 
     return [
         (

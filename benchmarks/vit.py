@@ -2,6 +2,7 @@
 
     uv run python benchmarks/vit.py                  # MNIST-10k, 1 latency thread
     uv run python benchmarks/vit.py --train-epochs 10 --finetune-epochs 5
+    uv run python benchmarks/vit.py --outputs outputs   # reuse the cached baseline there
 
 Two `compress` runs (subprocesses, as a user runs them) on one outputs folder, so the
 baseline ViT (model=vit defaults) is trained once and cached: `method=prune_heads` (half
@@ -22,7 +23,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from run import COMPRESS, MNIST10K, latest_summary, timed
+from run import COMPRESS, MNIST10K, latest_summary, timed, verdict
 
 #: The training recipe of model=vit (experiments/vit_heads_mnist.yaml uses the same).
 RECIPE = [
@@ -30,6 +31,9 @@ RECIPE = [
     "schedule.train.lr=0.001",
     "schedule.train.weight_decay=0.05",
 ]
+
+
+PARTS = ("macs", "heads", "int8")
 
 
 def command(args: argparse.Namespace, outputs: Path, method: list[str]) -> list[str]:
@@ -53,10 +57,6 @@ def command(args: argparse.Namespace, outputs: Path, method: list[str]) -> list[
         "measure.probes=[]",
         "tracking=none",
     ]
-
-
-def verdict(ok: bool) -> str:
-    return "met" if ok else "MISSED"
 
 
 def flop_counter_rows() -> list[tuple[str, str, str, str]]:
@@ -158,17 +158,27 @@ def main() -> None:
     parser.add_argument("--train-epochs", type=int, default=20)
     parser.add_argument("--finetune-epochs", type=int, default=10)
     parser.add_argument("--threads", type=int, default=1, help="measure.threads for latency")
+    parser.add_argument(
+        "--only", nargs="+", choices=PARTS, default=list(PARTS), help="parts to run (default all)"
+    )
+    parser.add_argument(
+        "--outputs",
+        type=Path,
+        help="paths.outputs (its baseline cache is reused; default: a temp dir)",
+    )
     args = parser.parse_args()
     if not (args.data / "MNIST" / "raw").is_dir():
         raise SystemExit(f"MNIST not found: {args.data}/MNIST/raw (pass --data)")
 
-    table = flop_counter_rows()
+    table = flop_counter_rows() if "macs" in args.only else []
     with tempfile.TemporaryDirectory(prefix="compress-vit-") as tmp:
-        for method, rows in (
-            (["method=prune_heads"], heads_rows),
-            (["method=quantize_dynamic"], int8_rows),
+        outputs = (args.outputs or Path(tmp)).resolve()
+        for part, method, rows in (
+            ("heads", ["method=prune_heads"], heads_rows),
+            ("int8", ["method=quantize_dynamic"], int8_rows),
         ):
-            outputs = Path(tmp)
+            if part not in args.only:
+                continue
             seconds, _ = timed(command(args, outputs, method))
             table += rows(latest_summary(outputs)["metrics"])
             table.append((f"wall time of the {method[0]} run (s)", f"{seconds:.0f}", "", ""))
