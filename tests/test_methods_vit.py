@@ -151,6 +151,27 @@ def test_method_compresses_the_vit_and_its_artifact_gives_it_back(
         assert torch.equal(eager(loaded)(x), eager(model)(x))
 
 
+@pytest.mark.parametrize(
+    ("exclude", "pruned"),
+    [([], LAYERS), (["embed?proj", "head"], LINEARS - {"head"})],
+    ids=["default", "ends dense"],
+)
+def test_2_of_4_on_the_vit_keeps_two_of_every_four_inputs(
+    exclude: list[str], pruned: set[str]
+) -> None:
+    """By default every layer whose inputs come in fours (the patch conv's 16 pixels, the
+    head's dim) is 2:4; excluding the ends leaves 2:4 in the blocks' Linear layers."""
+    torch.manual_seed(0)
+    model = build_model(VIT, (1, 8, 8), 10)
+    config = parse_method({"name": "prune_nm", "exclude": exclude})
+    apply_method(model, config, MethodContext((1, 8, 8))).update(1.0)
+    weights = prunable_weights(model)
+    for path, weight in weights.items():
+        groups = (weight.reshape(weight.shape[0], -1, 4) != 0).sum(-1)
+        assert bool((groups == 2).all()) == (path in pruned), path
+        assert bool((groups == 4).all()) == (path not in pruned), path
+
+
 def test_dynamic_int8_vit_file_is_its_codes_and_floats_and_little_else(
     tmp_path: Path, digits: DataBundle
 ) -> None:
