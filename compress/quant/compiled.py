@@ -7,6 +7,13 @@ into oneDNN's prepacked int8 kernels; that lowered model is what a run times, ev
 and returns. Compilation happens on the first forward of each batch size (shapes are
 specialized: Inductor's dynamic-shape int8 convolutions are not reliable on the CPU), and
 its seconds are counted apart (`compile_seconds`), never in a latency.
+
+The int8 patterns Inductor matches are torchao's, registered when its x86 inductor
+quantizer module is imported; a model that never went through PT2E in this process
+(dynamic int8, a loaded artifact) would compile without them: torchao's dynamic int8
+Linear then runs as `aten._int_mm` plus separate rescaling, slower than eager fp32 at
+batch 256 (the MNIST ViT: 0.94x; 1.07x once the patterns turn it into oneDNN's int8
+linear). So the first compile imports that module itself, when torchao is there.
 """
 
 from __future__ import annotations
@@ -17,6 +24,17 @@ from typing import Any
 
 import torch
 from torch import nn
+
+
+def register_int8_lowerings() -> bool:
+    """Register torchao's Inductor int8 patterns (PT2E quantize/dequantize pairs around
+    conv and linear, torchao's dynamic int8 `_int_mm`) by importing the module that does it
+    on import; False where torchao is not installed (the graph then runs unmatched)."""
+    try:
+        import torchao.quantization.pt2e.quantizer.x86_inductor_quantizer  # noqa: F401
+    except ImportError:
+        return False
+    return True
 
 
 class CompiledInference(nn.Module):
@@ -41,6 +59,7 @@ class CompiledInference(nn.Module):
             with torch.no_grad():
                 return self._compiled(x)
         if self._compiled is None:
+            register_int8_lowerings()
             self._compiled = torch.compile(self.eager, dynamic=False)
         started = time.perf_counter()
         # Freezing is what lowers the int8 weights to prepacked kernels; it is read when a

@@ -21,7 +21,8 @@ one artifact describe the whole model. A model with no Linear layer to quantize 
 `eager_rnn`'s own backend.
 
 In the artifact each quantized weight is the plain tensors torchao keeps inside it (int8
-codes, scales, zero points); `rebuild` wraps them again in the tensor subclass that
+codes, scales, zero points; the small ones joined per dtype with the biases and norms);
+`rebuild` wraps them again in the tensor subclass that
 torchao's own config makes for a stand-in layer on the meta device, so the loaded model
 holds exactly the saved values and nothing is quantized twice.
 """
@@ -35,7 +36,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from compress.quant import eager_rnn
+from compress.quant import eager_rnn, flat
 from compress.quant.compiled import CompiledInference
 
 BACKEND = "torchao_linear"
@@ -147,24 +148,49 @@ def _weight(model: nn.Module, path: str) -> torch.Tensor:
 # --- the codec (see compress.quant.codecs) -----------------------------------------------
 
 
+#: Where the joined small tensors lie among the saved ones (no state name holds a "/").
+JOINED = "joined/"
+
+
 def portable_state(model: nn.Module) -> tuple[dict[str, Any], dict[str, Any]]:
     """The converted model's state as plain tensors: each torchao weight as the tensors
     it holds (`<layer>.weight.qdata`, `.scale`, ...), recurrent layers unpacked by
-    `eager_rnn`; `extra` names the parts of each torchao weight."""
+    `eager_rnn`. Each layer's int8 codes stay by name (stored, sparse or not, on their
+    own); the other plain tensors (scales, zero points, biases, norms) are joined per
+    dtype (`compress.quant.flat`). `extra` packs which parts make each torchao weight,
+    the module state versions and where the joined tensors lie."""
     from torchao.utils import TorchAOBaseTensor
 
     model = eager(model)
     state = eager_rnn.unpack(model, model.state_dict())
     tensors: dict[str, Any] = {}
+    small: dict[str, torch.Tensor] = {}
     parts: dict[str, list[str]] = {}
     for name, value in state.items():
         if isinstance(value, TorchAOBaseTensor):
             names, _ = value.__tensor_flatten__()
             parts[name] = list(names)
-            tensors.update((f"{name}.{n}", getattr(value, n).detach()) for n in names)
+            for part in names:
+                inner = getattr(value, part).detach()
+                codes = inner.shape == value.shape
+                (tensors if codes else small)[f"{name}.{part}"] = inner
+        elif isinstance(value, torch.Tensor) and not value.is_quantized:
+            small[name] = value
         else:
             tensors[name] = value
-    return tensors, {"quantized": parts, "versions": eager_rnn.versions(state)}
+    joined, layout = flat.join(small, JOINED)
+    described = {"quantized": parts, "versions": eager_rnn.versions(state), "layout": layout}
+    return {**tensors, **joined}, {"packed": flat.pack(described)}
+
+
+def _described(tensors: Mapping[str, Any], extra: Mapping[str, Any]) -> tuple[dict, dict]:
+    """The saved tensors by state name, and what `portable_state` described of them (an
+    artifact written before the small tensors were joined holds them all by name)."""
+    if "packed" not in extra:
+        return dict(tensors), dict(extra)
+    described = flat.unpack(extra["packed"])
+    named = {k: v for k, v in tensors.items() if not k.startswith(JOINED)}
+    return named | flat.split(tensors, described["layout"], JOINED), described
 
 
 def _restored(layer: nn.Linear, config: Any, inner: Mapping[str, torch.Tensor]) -> torch.Tensor:
@@ -200,7 +226,7 @@ def rebuild(
     model = copy.deepcopy(float_model).cpu().eval()
     eager_rnn.convert(model, recipe["recurrent"])
     config = torchao_config(recipe)
-    rest = dict(tensors)
+    rest, extra = _described(tensors, extra)
     for name, names in extra["quantized"].items():
         path, _, attribute = name.rpartition(".")
         layer = model.get_submodule(path)

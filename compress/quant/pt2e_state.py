@@ -1,9 +1,9 @@
 """Int8 PT2E models in an artifact: the converted graph as plain values, its tensors apart.
 
 The graph's tensors are stored as one flat tensor per dtype (int8 codes, float32 scales
-and biases, int64 zero points), so that a model of many small layers does not pay the
-store's per-tensor bookkeeping dozens of times; the graph and where each tensor lies in
-those flat ones travel as one deflated JSON blob.
+and biases, int64 zero points; `compress.quant.flat`), so that a model of many small
+layers does not pay the store's per-tensor bookkeeping dozens of times; the graph and
+where each tensor lies in those flat ones travel as one deflated JSON blob.
 
 Loading needs neither torchao nor torch's legacy quantization API: the graph is decoded
 into an FX graph module of aten and `quantized_decomposed` ops (`decomposed_ops.ensure`
@@ -12,16 +12,13 @@ makes sure those exist) and wrapped for Inductor (`CompiledInference`).
 
 from __future__ import annotations
 
-import json
-import math
-import zlib
 from collections.abc import Mapping
 from typing import Any
 
 import torch
 from torch import fx, nn
 
-from compress.quant import decomposed_ops, graph_codec
+from compress.quant import decomposed_ops, flat, graph_codec
 from compress.quant.compiled import CompiledInference
 
 
@@ -36,16 +33,8 @@ def graph_of(model: nn.Module) -> fx.GraphModule:
 def portable_state(model: nn.Module) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """One flat tensor per dtype, and the graph with the layout as deflated JSON."""
     tensors, graph = graph_codec.encode(graph_of(model))
-    flat: dict[str, list[torch.Tensor]] = {}
-    layout = []
-    for name, tensor in tensors.items():
-        dtype = str(tensor.dtype).removeprefix("torch.")
-        layout.append([name, dtype, list(tensor.shape)])
-        flat.setdefault(dtype, []).append(tensor.reshape(-1))
-    described = {"graph": graph, "layout": layout}
-    packed = zlib.compress(json.dumps(described, separators=(",", ":")).encode(), 9)
-    joined = {dtype: torch.cat(parts) for dtype, parts in flat.items()}
-    return joined, {"graph": torch.frombuffer(bytearray(packed), dtype=torch.uint8)}
+    joined, layout = flat.join(tensors)
+    return joined, {"graph": flat.pack({"graph": graph, "layout": layout})}
 
 
 def rebuild(
@@ -56,11 +45,6 @@ def rebuild(
     input_shape: tuple[int, ...],
 ) -> nn.Module:
     decomposed_ops.ensure()
-    described = json.loads(zlib.decompress(extra["graph"].numpy().tobytes()))
-    offsets = dict.fromkeys(tensors, 0)
-    named = {}
-    for name, dtype, shape in described["layout"]:
-        count, start = math.prod(shape), offsets[dtype]
-        named[name] = tensors[dtype][start : start + count].reshape(shape).clone()
-        offsets[dtype] = start + count
+    described = flat.unpack(extra["graph"])
+    named = flat.split(tensors, described["layout"])
     return CompiledInference(graph_codec.decode(described["graph"], named).eval())
