@@ -287,3 +287,15 @@ def test_step_milestones_divide_the_rate_at_those_epochs() -> None:
     assert "milestones" not in TrainRecipe(epochs=3).key()  # earlier cache keys unchanged
     with pytest.raises(ConfigError, match="milestones must be increasing epochs >= 1"):
         TrainRecipe(epochs=3, milestones=[120, 80])
+
+
+def test_warmup_ramps_up_then_the_cosine_runs_on_the_rest() -> None:
+    from compress.train.loop import lr_factor
+
+    recipe = TrainRecipe(epochs=6, lr_schedule="cosine", warmup_epochs=2)
+    factors = [lr_factor(recipe, epoch) for epoch in range(6)]
+    assert factors == pytest.approx([1 / 3, 2 / 3, 1, 0.853553, 0.5, 0.146447], abs=1e-6)
+    assert "warmup_epochs" not in TrainRecipe(epochs=3).key()  # earlier cache keys unchanged
+    assert recipe.key()["warmup_epochs"] == 2
+    with pytest.raises(ConfigError, match=r"warmup_epochs must be an integer in \[0, epochs\]"):
+        TrainRecipe(epochs=3, warmup_epochs=4)

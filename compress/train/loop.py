@@ -54,9 +54,15 @@ def make_optimizer(
 
 
 def lr_factor(recipe: TrainRecipe, epoch: int) -> float:
-    """Multiplier of the base learning rate during `epoch` (0-based)."""
+    """Multiplier of the base learning rate during `epoch` (0-based): a linear warm-up
+    over `warmup_epochs`, then the schedule (cosine over the epochs after the warm-up;
+    step milestones stay absolute epochs)."""
+    warmup = recipe.warmup_epochs
+    if epoch < warmup:
+        return (epoch + 1) / (warmup + 1)
     if recipe.lr_schedule == "cosine":
-        return 0.5 * (1 + math.cos(math.pi * epoch / max(recipe.epochs, 1)))
+        done = (epoch - warmup) / max(recipe.epochs - warmup, 1)
+        return 0.5 * (1 + math.cos(math.pi * done))
     if recipe.lr_schedule == "step" and recipe.milestones is not None:
         return recipe.gamma ** sum(epoch >= m for m in recipe.milestones)
     if recipe.lr_schedule == "step":

@@ -26,6 +26,9 @@ class TrainRecipe:
     nesterov: bool = False
     weight_decay: float = 0.0
     lr_schedule: str = "cosine"
+    #: Epochs over which the rate ramps up linearly to `lr` before `lr_schedule` runs on
+    #: the rest (a transformer trained with AdamW from scratch wants a few).
+    warmup_epochs: int = 0
     step_epochs: int = 10
     gamma: float = 0.1
     #: With `lr_schedule: step`: the epochs at which the rate is multiplied by `gamma` (He et
@@ -56,6 +59,10 @@ class TrainRecipe:
             f"{w}.lr_schedule '{self.lr_schedule}' unknown; "
             f"choose one of: {', '.join(LR_SCHEDULES)}",
         )
+        require(
+            isinstance(self.warmup_epochs, int) and 0 <= self.warmup_epochs <= max(self.epochs, 0),
+            f"{w}.warmup_epochs must be an integer in [0, epochs], got {self.warmup_epochs}",
+        )
         require(0 <= self.momentum < 1, f"{w}.momentum must be in [0, 1), got {self.momentum}")
         require(self.weight_decay >= 0, f"{w}.weight_decay must be >= 0, got {self.weight_decay}")
         require(self.step_epochs >= 1, f"{w}.step_epochs must be >= 1, got {self.step_epochs}")
@@ -85,8 +92,9 @@ class TrainRecipe:
         return from_mapping(cls, {**values, "where": where}, where)
 
     def key(self) -> dict[str, Any]:
-        """The fields that determine the trained weights (for cache keys); `augment` and
-        `milestones` only when set, so that keys of runs without them stay as they were."""
+        """The fields that determine the trained weights (for cache keys); `augment`,
+        `milestones` and `warmup_epochs` only when set, so that keys of runs without them
+        stay as they were."""
         key = {
             f.name: getattr(self, f.name)
             for f in dataclasses.fields(self)
@@ -94,6 +102,8 @@ class TrainRecipe:
         }
         if self.milestones is None:
             del key["milestones"]  # keys of runs from before the option stay
+        if not self.warmup_epochs:
+            del key["warmup_epochs"]
         if self.augment.enabled:
             key["augment"] = self.augment.key()
         return key
