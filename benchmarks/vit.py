@@ -28,8 +28,12 @@ from run import COMPRESS, MNIST10K, latest_summary, timed, verdict
 #: The training recipe of model=vit (experiments/vit_heads_mnist.yaml uses the same).
 RECIPE = [
     "schedule.train.optimizer=adamw",
-    "schedule.train.lr=0.001",
+    "schedule.train.lr=0.003",
     "schedule.train.weight_decay=0.05",
+    "schedule.train.warmup_epochs=3",
+    "schedule.finetune.warmup_epochs=0",
+    "augment=shift",
+    "dataset.val_fraction=0",
 ]
 
 
@@ -155,7 +159,7 @@ def int8_rows(m: dict) -> list[tuple[str, str, str, str]]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=MNIST10K, help="folder holding MNIST/raw")
-    parser.add_argument("--train-epochs", type=int, default=20)
+    parser.add_argument("--train-epochs", type=int, default=30)
     parser.add_argument("--finetune-epochs", type=int, default=10)
     parser.add_argument("--threads", type=int, default=1, help="measure.threads for latency")
     parser.add_argument(

@@ -28,8 +28,8 @@ from tests.support import QUICK, assert_refused_before_training, compose_config
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 SHAPE = (1, 8, 8)
-STUDENT = {"dim": 16, "depth": 1, "heads": 2, "patch": 4}
-TEACHER = {"dim": 32, "depth": 2, "heads": 4, "patch": 4}
+STUDENT = {"dim": 16, "depth": 1, "heads": 2, "patch": 4, "pool": "cls"}
+TEACHER = {"dim": 32, "depth": 2, "heads": 4, "patch": 4, "pool": "cls"}
 
 
 def vit(**options: int) -> nn.Module:
@@ -227,8 +227,13 @@ def test_attention_map_weight_needs_taps() -> None:
 def test_bad_vit_hint_is_refused_before_training(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    overrides = ["model=vit", "distill=vit_hints", "distill.teacher={name:vit,patch:2}"]
-    message = "token counts differ (5 vs 17)"
+    overrides = [
+        "model=vit",
+        "model.patch=4",
+        "distill=vit_hints",
+        "distill.teacher={name:vit,patch:2}",
+    ]
+    message = "token counts differ (4 vs 16)"
     assert_refused_before_training(tmp_path, monkeypatch, overrides, message)
 
 
@@ -238,9 +243,9 @@ def test_bad_vit_hint_is_refused_before_training(
 def test_vit_student_from_a_larger_vit_teacher_end_to_end(tmp_path: Path) -> None:
     cfg = compose_config(
         tmp_path, *QUICK, "tracking=none", "dataset=digits",
-        "model=vit", "model.dim=16", "model.depth=2", "model.heads=2",  # the baseline: CE alone
-        "method=student", "~method.model", "+method.model={name:vit,dim:16,depth:2,heads:2}",
-        "distill=vit_hints", "distill.teacher={name:vit,dim:32,depth:4,heads:4}",
+        "model=vit", "model.patch=4", "model.dim=16", "model.depth=2", "model.heads=2",
+        "method=student_vit", "method.model.patch=4", "method.model.dim=16",
+        "distill=vit_hints", "distill.teacher={name:vit,patch:4,dim:32,depth:4,heads:4}",
         "distill.attention_map_weight=1", "distill.attention_maps={blocks?1?attn:blocks?3?attn}",
         "schedule.train.optimizer=adam", "schedule.train.lr=0.003", "schedule.finetune.lr=0.003",
         run_dir=tmp_path / "run",

@@ -101,7 +101,7 @@ def test_zero_weights_leave_attention_matmuls_counted(batch_first: bool) -> None
 
 def test_vit_agrees_with_flop_counter_and_its_table_sums_to_it() -> None:
     torch.manual_seed(0)
-    model = ViTConfig(dim=32, depth=2, heads=4).build((1, 28, 28), 10)
+    model = ViTConfig(patch=4, dim=32, depth=2, heads=4, pool="cls").build((1, 28, 28), 10)
     per_layer = layer_macs(model, (1, 28, 28))
     total = count_macs(model, (1, 28, 28))
     assert Macs.total(per_layer) == total

@@ -22,7 +22,7 @@ from compress.run.pipeline import run
 from tests.support import QUICK, assert_refused_before_training, compose_config
 
 SHAPE = (1, 8, 8)
-VIT = {"name": "vit", "patch": 4, "dim": 32, "depth": 2, "heads": 4}
+VIT = {"name": "vit", "patch": 4, "dim": 32, "depth": 2, "heads": 4, "mlp_ratio": 2.0}
 HEADS = {"heads": 0.5, "amount": 0.5, "ignore": ["embed.proj"]}
 
 
@@ -187,7 +187,7 @@ def test_a_bad_share_is_refused_before_training(tmp_path: Path, monkeypatch) -> 
     assert_refused_before_training(
         tmp_path,
         monkeypatch,
-        ["model=vit", "model.dim=32", "method=prune_heads", "method.heads=0.3"],
+        ["model=vit", "model.patch=4", "model.dim=32", "method=prune_heads", "method.heads=0.3"],
         "method.heads 0.3 removes 1.2 of the 4 heads of blocks.0.attn",
     )
 
@@ -196,7 +196,14 @@ def test_a_bad_share_is_refused_before_training(tmp_path: Path, monkeypatch) -> 
 
 
 def test_pipeline_prunes_heads_end_to_end(tmp_path: Path) -> None:
-    overrides = (*QUICK, "model=vit", "model.dim=32", "model.depth=2", "method=prune_heads")
+    overrides = (
+        *QUICK,
+        "model=vit",
+        "model.patch=4",
+        "model.dim=32",
+        "model.depth=2",
+        "method=prune_heads",
+    )
     result = run(compose_config(tmp_path, *overrides, "tracking=none"))
     m = result.metrics
     assert m["heads_removed"] == 0.5

@@ -50,8 +50,7 @@ def hint_adapter(student: torch.Size, teacher: torch.Size, hint: str, allowed: s
     if len(s) != len(t):
         raise ConfigError(
             f"{refused}: a {_kind(student)} onto a {_kind(teacher)}; hint token sequences onto "
-            "token sequences and feature maps onto feature maps (a ViT's embed.proj emits its "
-            "patches as a feature map)"
+            "token sequences and feature maps onto feature maps"
         )
     if len(s) == 3 and s[1:] == t[1:]:
         return nn.Conv2d(s[0], t[0], kernel_size=1)

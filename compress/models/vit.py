@@ -78,17 +78,24 @@ class Block(nn.Module):
 
 
 class PatchEmbedding(nn.Module):
-    """Non-overlapping patches as tokens (a strided conv), the class token, positions."""
+    """Non-overlapping patches, flattened, through one Linear (the ViT paper's "linear
+    projection of flattened patches": what a strided conv computes, but a Linear is what
+    dynamic int8 and N:M sparsity take), then the class token and positions."""
 
     def __init__(self, channels: int, patch: int, grid: int, dim: int, cls_token: bool) -> None:
         super().__init__()
-        self.proj = nn.Conv2d(channels, dim, kernel_size=patch, stride=patch)
+        self.patch = patch
+        self.proj = nn.Linear(channels * patch * patch, dim)
         tokens = grid + int(cls_token)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, dim)) if cls_token else None
         self.pos_embed = nn.Parameter(torch.zeros(1, tokens, dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        tokens = self.proj(x).flatten(2).transpose(1, 2)
+        batch, channels, height, width = x.shape
+        p = self.patch
+        grid = x.reshape(batch, channels, height // p, p, width // p, p)
+        patches = grid.permute(0, 2, 4, 1, 3, 5).flatten(3).flatten(1, 2)
+        tokens = self.proj(patches)
         if self.cls_token is not None:
             tokens = torch.cat([self.cls_token.expand(tokens.shape[0], -1, -1), tokens], dim=1)
         return tokens + self.pos_embed
@@ -117,6 +124,7 @@ class VisionTransformer(nn.Module):
         self.norm = nn.LayerNorm(dim)
         self.head = nn.Linear(dim, num_classes)
         self.apply(_init)
+        self.embed.proj.reset_parameters()  # torch's default, as a patch conv would start
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         tokens = self.norm(self.blocks(self.embed(x)))
@@ -139,12 +147,12 @@ class ViTConfig(ModelConfig):
 
     name: ClassVar[str] = "vit"
 
-    patch: int = 4
+    patch: int = 7
     dim: int = 64
     depth: int = 4
     heads: int = 4
-    mlp_ratio: float = 2.0
-    pool: str = "cls"
+    mlp_ratio: float = 4.0
+    pool: str = "mean"
 
     def __post_init__(self) -> None:
         for option in ("patch", "dim", "depth", "heads"):
