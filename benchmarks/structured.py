@@ -45,22 +45,25 @@ def command(args: argparse.Namespace, outputs: Path) -> list[str]:
     ]
 
 
-def rows(m: dict, seconds: float) -> list[tuple[str, str, str, str]]:
-    """(figure, measured, target, verdict) for the issue's targets and the context."""
+def rows(
+    m: dict, seconds: float, macs: float = 2.0, speedup: float = 1.7
+) -> list[tuple[str, str, str, str]]:
+    """(figure, measured, target, verdict) for the targets (`macs`x fewer MACs, `speedup`x
+    faster at batch 256, within 1 pt) and the context."""
     drop_pts = 100 * (m["baseline/acc"] - m["acc"])
 
     return [
         (
             "fewer MACs (ratio/macs)",
             f"{m['ratio/macs']:.2f}x",
-            ">= 2x",
-            verdict(m["ratio/macs"] >= 2),
+            f">= {macs:g}x",
+            verdict(m["ratio/macs"] >= macs),
         ),
         (
             "CPU latency speedup, batch 256",
             f"{m['speedup/latency/b256']:.2f}x",
-            ">= 1.7x",
-            verdict(m["speedup/latency/b256"] >= 1.7),
+            f">= {speedup:g}x",
+            verdict(m["speedup/latency/b256"] >= speedup),
         ),
         (
             "accuracy dense -> pruned + fine-tuned",
