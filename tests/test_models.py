@@ -30,7 +30,7 @@ def linears(model: nn.Module) -> list[nn.Linear]:
 def test_model_names() -> None:
     assert model_names() == (
         "custom", "lenet300", "lenet5", "mlp", "resnet20", "resnet56", "rnn", "small_cnn",
-        "torchvision",
+        "vit", "torchvision",
     )  # fmt: skip
 
 
