@@ -297,5 +297,7 @@ def test_warmup_ramps_up_then_the_cosine_runs_on_the_rest() -> None:
     assert factors == pytest.approx([1 / 3, 2 / 3, 1, 0.853553, 0.5, 0.146447], abs=1e-6)
     assert "warmup_epochs" not in TrainRecipe(epochs=3).key()  # earlier cache keys unchanged
     assert recipe.key()["warmup_epochs"] == 2
-    with pytest.raises(ConfigError, match=r"warmup_epochs must be an integer in \[0, epochs\]"):
-        TrainRecipe(epochs=3, warmup_epochs=4)
+    short = TrainRecipe(epochs=2, warmup_epochs=3)  # a smoke run of a recipe: only the ramp
+    assert [lr_factor(short, epoch) for epoch in range(2)] == pytest.approx([0.25, 0.5])
+    with pytest.raises(ConfigError, match="warmup_epochs must be an integer >= 0, got -1"):
+        TrainRecipe(epochs=3, warmup_epochs=-1)
