@@ -248,3 +248,13 @@ def test_a_hydra_section_builds_like_a_plain_mapping() -> None:
     section = OmegaConf.create({"name": "small_cnn", "channels": [4, 8]})
     cnn = build_model(section, DIGITS, 4)
     assert [m.out_channels for m in cnn.modules() if isinstance(m, nn.Conv2d)] == [4, 8]
+
+
+def test_vit_patch_auto_cuts_square_images_into_a_4x4_grid() -> None:
+    assert build_model({"name": "vit"}, (1, 28, 28), 10).embed.patch == 7
+    assert build_model({"name": "vit"}, (1, 8, 8), 10).embed.patch == 2
+    with pytest.raises(ConfigError, match="patch auto needs square images") as error:
+        build_model({"name": "vit"}, (3, 32, 30), 10)
+    assert "\n" not in str(error.value)
+    with pytest.raises(ConfigError, match="patch 5 does not tile the 28x28 images"):
+        build_model({"name": "vit", "patch": 5}, (1, 28, 28), 10)

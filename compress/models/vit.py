@@ -141,13 +141,18 @@ def _init(module: nn.Module) -> None:
         nn.init.zeros_(module.bias)
 
 
+#: `patch: auto` cuts a square image into this many patches a side (16 tokens).
+AUTO_GRID = 4
+
+
 @dataclass(frozen=True)
 class ViTConfig(ModelConfig):
-    """`patch` must divide the image; `dim` must split evenly into `heads`."""
+    """`patch` must divide the image (`auto`: a 4x4 grid of patches, 7 on 28x28 MNIST,
+    2 on the 8x8 digits); `dim` must split evenly into `heads`."""
 
     name: ClassVar[str] = "vit"
 
-    patch: int = 7
+    patch: int | str = "auto"
     dim: int = 64
     depth: int = 4
     heads: int = 4
@@ -155,7 +160,9 @@ class ViTConfig(ModelConfig):
     pool: str = "mean"
 
     def __post_init__(self) -> None:
-        for option in ("patch", "dim", "depth", "heads"):
+        if self.patch != "auto":
+            positive_int("vit", "patch", self.patch)
+        for option in ("dim", "depth", "heads"):
             positive_int("vit", option, getattr(self, option))
         if self.dim % self.heads:
             raise ConfigError(
@@ -173,18 +180,30 @@ class ViTConfig(ModelConfig):
 
     def build(self, input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
         channels, height, width = image_shape("vit", input_shape)
-        if height % self.patch or width % self.patch:
-            raise ConfigError(
-                f"model 'vit': patch {self.patch} does not tile the {height}x{width} images; "
-                "choose a patch that divides both sides"
-            )
+        patch = self._patch(height, width)
         return VisionTransformer(
             (channels, height, width),
             num_classes,
-            patch=self.patch,
+            patch=patch,
             dim=self.dim,
             depth=self.depth,
             heads=self.heads,
             mlp_ratio=float(self.mlp_ratio),
             pool=self.pool,
         )
+
+    def _patch(self, height: int, width: int) -> int:
+        """The patch side for these images, or a one-line error if it cannot tile them."""
+        if self.patch == "auto":
+            if height != width or height % AUTO_GRID:
+                raise ConfigError(
+                    f"model 'vit': patch auto needs square images with sides a multiple of "
+                    f"{AUTO_GRID}, got {height}x{width}; give a patch that divides both sides"
+                )
+            return height // AUTO_GRID
+        if height % self.patch or width % self.patch:
+            raise ConfigError(
+                f"model 'vit': patch {self.patch} does not tile the {height}x{width} images; "
+                "choose a patch that divides both sides"
+            )
+        return self.patch
