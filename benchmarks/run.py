@@ -59,6 +59,18 @@ def verdict(ok: bool) -> str:
     return "met" if ok else "MISSED"
 
 
+def print_verdicts(title: str, table: list[tuple[str, str, str, str]]) -> None:
+    """A benchmark's (figure, measured, target, verdict) rows under `title`, aligned."""
+    width = max(len(r[0]) for r in table)
+    measured = max(len("measured"), *(len(r[1]) for r in table))
+    target = max(len("target"), *(len(r[2]) for r in table))
+    print(title)
+    print(f"{'figure':<{width}}  {'measured':>{measured}}  {'target':<{target}} verdict")
+    for name, value, goal, ok in table:
+        print(f"{name:<{width}}  {value:>{measured}}  {goal:<{target}} {ok}")
+    print(f"({sys.platform}, python {sys.version.split()[0]}; MNIST-10k, 8k train / 2k test)")
+
+
 def latest_summary(outputs: Path) -> dict:
     path = max((outputs / "runs").glob("*/*/summary.json"), key=lambda p: p.stat().st_mtime)
     return json.loads(path.read_text())

@@ -15,12 +15,11 @@ Targets (amount 0.5): MACs >= 2x fewer, CPU latency at batch 256 >= 1.7x faster 
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-from run import COMPRESS, MNIST10K, latest_summary, timed, verdict
+from run import COMPRESS, MNIST10K, latest_summary, print_verdicts, timed, verdict
 
 
 def command(args: argparse.Namespace, outputs: Path) -> list[str]:
@@ -106,17 +105,12 @@ def main() -> None:
         seconds = time.perf_counter() - start
         metrics = latest_summary(Path(tmp))["metrics"]
 
-    table = rows(metrics, seconds)
-    width = max(len(r[0]) for r in table)
-    print(
+    title = (
         f"{args.model}, method=prune_channels amount={args.amount} importance={args.importance}, "
         f"train {args.train_epochs} + fine-tune {args.finetune_epochs} epochs, "
         f"latency with {args.threads} thread(s)"
     )
-    print(f"{'figure':<{width}}  {'measured':>22}  {'target':<13} verdict")
-    for name, value, target, ok in table:
-        print(f"{name:<{width}}  {value:>22}  {target:<13} {ok}")
-    print(f"({sys.platform}, python {sys.version.split()[0]}; MNIST-10k, 8k train / 2k test)")
+    print_verdicts(title, rows(metrics, seconds))
 
 
 if __name__ == "__main__":

@@ -19,11 +19,10 @@ within 0.5 pt, faster than eager fp32 at batch 256; MACs within 1% of FlopCounte
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 from pathlib import Path
 
-from run import COMPRESS, MNIST10K, latest_summary, timed, verdict
+from run import COMPRESS, MNIST10K, latest_summary, print_verdicts, timed, verdict
 from structured import rows as structured_rows
 
 #: The training recipe of model=vit (experiments/vit_heads_mnist.yaml uses the same).
@@ -161,15 +160,11 @@ def main() -> None:
             seconds, _ = timed(command(args, outputs, method))
             table += rows(latest_summary(outputs)["metrics"], seconds)
 
-    width = max(len(r[0]) for r in table)
-    print(
+    title = (
         f"model=vit defaults, train {args.train_epochs} + fine-tune {args.finetune_epochs} epochs "
         f"(AdamW), latency with {args.threads} thread(s)"
     )
-    print(f"{'figure':<{width}}  {'measured':>28}  {'target':<15} verdict")
-    for name, value, target, ok in table:
-        print(f"{name:<{width}}  {value:>28}  {target:<15} {ok}")
-    print(f"({sys.platform}, python {sys.version.split()[0]}; MNIST-10k, 8k train / 2k test)")
+    print_verdicts(title, table)
 
 
 if __name__ == "__main__":
