@@ -42,7 +42,7 @@ from compress.methods.channel_layers import (
     untraceable,
     write_table,
 )
-from compress.methods.heads import HeadPlan, write_heads
+from compress.methods.heads import HeadPlan
 from compress.methods.masks import PRUNABLE_TYPES, matching
 from compress.models.eval_mode import eval_mode
 
@@ -146,7 +146,6 @@ class ChannelStage(StageBase):
         #: Layers that may lose channels, in model order (narrowed once the graph is known).
         self.prunable = [p for p, m in self.layers.items() if m is not self.classifier]
         self.heads = HeadPlan.of(model, config.heads, config.head_dims, config.scope)
-        self.original_heads = self.heads.kept()
         ignored = self._ignored()
         ratios = self._layer_amounts(ignored)
         options = self.heads.pruner_options()
@@ -272,15 +271,13 @@ class ChannelStage(StageBase):
     def summary(self) -> dict[str, float]:
         found = {"channels_removed": self.channels_removed()}
         if self.heads.active:
-            total = sum(h for h, _ in self.original_heads.values())
-            found["heads_removed"] = 1 - sum(h for h, _ in self.heads.kept().values()) / total
+            found["heads_removed"] = self.heads.removed_share()
         return found
 
     def artifacts(self, folder: Path) -> list[Path]:
         files = [write_table(folder / "layer_channels.csv", self.original, self.kept())]
         if self.heads.active:
-            kept = self.heads.kept()
-            files.append(write_heads(folder / "attention_heads.csv", self.original_heads, kept))
+            files.append(self.heads.write(folder / "attention_heads.csv"))
         return files
 
 

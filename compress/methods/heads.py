@@ -65,6 +65,8 @@ class HeadPlan:
     head_dims: float
     #: Heads each module loses in all, by path.
     heads_removed: dict[str, int]
+    #: (heads, head dim) of every module before any pruning, by path.
+    original: dict[str, tuple[int, int]]
 
     @classmethod
     def of(cls, model: nn.Module, heads: float, head_dims: float, scope: str) -> HeadPlan:
@@ -94,7 +96,8 @@ class HeadPlan:
         }
         for path, module in modules.items():
             _whole(head_dims, module.head_dim, "head_dims", path, "dims", "head dim")
-        return cls(modules, heads, head_dims, removed)
+        original = {p: (m.num_heads, m.head_dim) for p, m in modules.items()}
+        return cls(modules, heads, head_dims, removed, original)
 
     @property
     def active(self) -> bool:
@@ -125,7 +128,8 @@ class HeadPlan:
         """Give the pruner a head ratio per module that removes whole heads at each step
         in proportion to the stage's progress (its own ratio would compound over steps)."""
         for path, module in self.modules.items():
-            ramp = _HeadRamp(pruner, module.qkv, module.num_heads, self.heads_removed[path], stage)
+            initial = self.original[path][0]
+            ramp = _HeadRamp(pruner, module.qkv, initial, self.heads_removed[path], stage)
             pruner.head_pruning_ratio_dict[module.qkv] = ramp
 
     def update(self, pruner: Any) -> None:
@@ -140,37 +144,38 @@ class HeadPlan:
         """(heads, head dim) of every attention module now."""
         return {p: (m.num_heads, m.head_dim) for p, m in self.modules.items()}
 
+    def removed_share(self) -> float:
+        """Share of all the attention modules' original heads that are gone."""
+        total = sum(heads for heads, _ in self.original.values())
+        return 1 - sum(heads for heads, _ in self.kept().values()) / total
 
+    def write(self, path: Path) -> Path:
+        """Per-module CSV: attention module, heads and head dim before and after."""
+        kept = self.kept()
+        with path.open("w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(["module", "heads", "heads_kept", "head_dim", "head_dim_kept"])
+            for module, (heads, dim) in self.original.items():
+                writer.writerow([module, heads, kept[module][0], dim, kept[module][1]])
+        return path
+
+
+@dataclass
 class _HeadRamp:
     """The share of its CURRENT heads Torch-Pruning should remove from one module now.
 
     Torch-Pruning removes ceil(ratio x current heads) per step; this gives the ratio that
-    brings the module to `removed x progress` heads removed of its original ones.
+    brings the module to `removed x progress` heads removed of its `initial` ones.
     """
 
-    def __init__(self, pruner: Any, qkv: nn.Module, initial: int, removed: int, stage: Any):
-        self.pruner, self.qkv, self.initial, self.removed, self.stage = (
-            pruner,
-            qkv,
-            initial,
-            removed,
-            stage,
-        )
+    pruner: Any
+    qkv: nn.Module
+    initial: int
+    removed: int
+    stage: Any
 
     def __getitem__(self, step: int) -> float:
         now = self.pruner.num_heads[self.qkv]
         wanted = math.floor(self.removed * self.stage.progress + _WHOLE)
         due = wanted - (self.initial - now)
         return (due - 0.5) / now if due > 0 else 0.0
-
-
-def write_heads(
-    path: Path, original: dict[str, tuple[int, int]], kept: dict[str, tuple[int, int]]
-) -> Path:
-    """Per-module CSV: attention module, heads and head dim before and after."""
-    with path.open("w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["module", "heads", "heads_kept", "head_dim", "head_dim_kept"])
-        for module, (heads, dim) in original.items():
-            writer.writerow([module, heads, kept[module][0], dim, kept[module][1]])
-    return path
