@@ -1,4 +1,4 @@
-"""A small vision transformer (Dosovitskiy 2021): patches -> pre-norm blocks -> class token.
+"""A small vision transformer (Dosovitskiy 2021): patches -> pre-norm blocks -> pooled tokens.
 
 Its attention is ours rather than `nn.MultiheadAttention`, for two reasons a compression lab
 cares about. Its `qkv` is one Linear and it carries `num_heads` and `head_dim`, which is the
