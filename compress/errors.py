@@ -28,3 +28,8 @@ class AlreadyFinished(Exception):
         super().__init__(f"an identical config already finished as run {run_id}")
         self.run_id = run_id
         self.metrics = metrics
+
+
+class Terminated(JobFailedError):
+    """The process was told to stop (SIGTERM: torchrun after another process died, SLURM at
+    the end of the job's time); its run ends KILLED."""

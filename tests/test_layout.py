@@ -22,6 +22,7 @@ LAYERS = {
     "measure": 2,
     "artifact": 2,
     "train": 2,
+    "distributed": 2,
     "tracking": 2,
     "reporting": 2,
     "data": 1,

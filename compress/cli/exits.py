@@ -26,9 +26,11 @@ def exit_code(error: CompressError) -> int:
     return FAILED if isinstance(error, JobFailedError) else USAGE
 
 
-def fail(command: str, error: CompressError) -> NoReturn:
-    """Print `error` as one line and exit with its code."""
-    print(f"{command}: error: {error}", file=sys.stderr)
+def fail(command: str, error: CompressError, quiet: bool = False) -> NoReturn:
+    """Print `error` as one line (unless `quiet`: another process said it) and exit with
+    its code."""
+    if not quiet:
+        print(f"{command}: error: {error}", file=sys.stderr)
     sys.exit(exit_code(error))
 
 

@@ -22,6 +22,7 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from compress.cli.exits import usage_error
+from compress.cli.processes import job_processes
 from compress.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -39,7 +40,13 @@ def job_started() -> None:
 
 
 def hydra_entry(command: str, app: Callable[[], Any]) -> Any:
-    """Run the `@hydra.main` function `app` as the console script `command`."""
+    """Run the `@hydra.main` function `app` as the console script `command` (in the
+    processes `job_processes` sets up: all of a data-parallel job's, connected)."""
+    with job_processes():
+        return _refusing(command, app)
+
+
+def _refusing(command: str, app: Callable[[], Any]) -> Any:
     global _started
     if os.environ.get(FULL_ERROR) == "1":
         return app()

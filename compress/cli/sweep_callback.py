@@ -64,6 +64,7 @@ class ParentRun(Callback):
         from hydra.core.hydra_config import HydraConfig
 
         from compress.config import from_mapping
+        from compress.distributed import launched
         from compress.tracking.config import TrackingConfig
         from compress.tracking.run import Run
 
@@ -73,7 +74,7 @@ class ParentRun(Callback):
             HydraConfig.instance().set_config(config)
         section = OmegaConf.to_container(config.get("tracking"), resolve=True)
         tracking = from_mapping(TrackingConfig, section, "tracking")  # type: ignore[arg-type]
-        if not tracking.enabled:
+        if not tracking.enabled or not launched().main:  # one parent, rank 0's, under torchrun
             return
         sweep_dir = Path(str(config.hydra.sweep.dir))
         unique = f"sweep {sweep_dir.parent.name} {sweep_dir.name}"

@@ -6,7 +6,7 @@ without any import list), or anywhere else through `_target_`.
 """
 
 from compress.data.base import DatasetConfig, dataset_names, parse_dataset
-from compress.data.bundle import Batch, DataBundle, Normalization, RawData, Split
+from compress.data.bundle import Batch, DataBundle, Normalization, RawData, Shard, Split
 from compress.data.load import load_dataset
 from compress.data.preprocess import Preprocessing
 from compress.data.streamed import StreamedSplit
@@ -19,6 +19,7 @@ __all__ = [
     "Normalization",
     "Preprocessing",
     "RawData",
+    "Shard",
     "Split",
     "StreamedSplit",
     "TensorSplit",

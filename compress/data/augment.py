@@ -94,7 +94,10 @@ def random_crop(x: torch.Tensor, pad: int, generator: torch.Generator) -> torch.
     batch = torch.arange(n, device=x.device)[:, None, None]
     # Advanced indices split by the channel slice put their dims first: (N, H, W, C).
     out = padded[batch, :, rows[:, :, None], cols[:, None, :]]
-    return out.permute(0, 3, 1, 2).contiguous()
+    # Copied into (N, C, H, W) strides: with one channel, `contiguous()` would keep the
+    # permuted strides, which convolutions read as channels-last (and then so is the
+    # weights' gradient, which DDP must copy to its buckets).
+    return torch.empty_like(x, memory_format=torch.contiguous_format).copy_(out.permute(0, 3, 1, 2))
 
 
 def random_flip(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:

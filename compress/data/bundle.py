@@ -22,6 +22,40 @@ class Batch(NamedTuple):
     idx: torch.Tensor
 
 
+#: Spacing of the augmentation seeds of a data-parallel job's processes: each draws its own
+#: random crops and shifts, process 0 the same ones a single process would.
+_AUGMENT_SEED_STRIDE = 1_000_003
+
+
+@dataclass(frozen=True)
+class Shard:
+    """One process's part of each batch in a data-parallel job: every process draws the
+    same order of rows from the same seed, and of each batch of `batch_size` rows takes the
+    `index`-th of `count` nearly equal chunks, so the job sees the batches one process would.
+    A last batch too small to give every process a row is left out (on every process)."""
+
+    index: int = 0
+    count: int = 1
+
+    def part(self, rows: torch.Tensor) -> torch.Tensor | None:
+        """This process's rows of the batch `rows`; None: the batch is left out."""
+        if self.count == 1:
+            return rows
+        return rows.tensor_split(self.count)[self.index] if len(rows) >= self.count else None
+
+    def batches(self, n: int, batch_size: int) -> int:
+        """How many batches of `n` rows each process takes."""
+        full, rest = divmod(n, batch_size)
+        return full + (rest > 0 and rest >= self.count)
+
+    def seed(self, seed: int) -> int:
+        """The seed of this process's random augmentation."""
+        return seed + _AUGMENT_SEED_STRIDE * self.index
+
+
+ALL = Shard()
+
+
 class Batches(Protocol):
     """What a split's `loader` returns: each iteration is one epoch of batches (a fresh order
     when shuffled), and `len` is the number of batches per epoch."""
@@ -53,9 +87,11 @@ class Split(ABC):
         *,
         seed: int | None = None,
         augment: AugmentConfig | None = None,
+        shard: Shard = ALL,
     ) -> Batches:
         """Batches of `batch_size`, in row order, or shuffled (and `augment`ed, for training)
-        from `seed`: the same seed gives the same batches on either kind of split."""
+        from `seed`: the same seed gives the same batches on either kind of split. `shard`:
+        only this process's part of each (a data-parallel job)."""
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from compress.data.augment import AugmentConfig
-from compress.data.bundle import Batch, Normalization, Split
+from compress.data.bundle import ALL, Batch, Normalization, Shard, Split
 from compress.data.normalize import as_tensors
 from compress.data.preprocess import composed
 from compress.data.stacking import item_name, read_item
@@ -53,8 +53,9 @@ class StreamedSplit(Split):
         *,
         seed: int | None = None,
         augment: AugmentConfig | None = None,
+        shard: Shard = ALL,
     ) -> StreamedBatches:
-        return StreamedBatches(self, batch_size, seed, augment)
+        return StreamedBatches(self, batch_size, seed, augment, shard)
 
     def rows_dataset(self, augment: AugmentConfig | None = None) -> Rows:
         """The split's rows as a Dataset of (prepared image, label, row)."""
@@ -96,32 +97,46 @@ class Rows(Dataset):
 
 class EpochSampler(Sampler[list[int]]):
     """Batches of row positions: each epoch a new permutation from `generator` (the same one
-    the in-memory path draws), or 0..n-1 in order without one."""
+    the in-memory path draws), or 0..n-1 in order without one; of each, `shard`'s part (a
+    distributed sampler: every process draws the same order and reads only its rows)."""
 
-    def __init__(self, n: int, batch_size: int, generator: torch.Generator | None) -> None:
-        self.n, self.batch_size, self.generator = n, batch_size, generator
+    def __init__(
+        self, n: int, batch_size: int, generator: torch.Generator | None, shard: Shard = ALL
+    ) -> None:
+        self.n, self.batch_size, self.generator, self.shard = n, batch_size, generator, shard
 
     def __iter__(self) -> Iterator[list[int]]:
         rows = order(self.n, self.generator)
         for start in range(0, self.n, self.batch_size):
-            yield rows[start : start + self.batch_size].tolist()
+            part = self.shard.part(rows[start : start + self.batch_size])
+            if part is None:
+                return
+            yield part.tolist()
 
     def __len__(self) -> int:
-        return -(-self.n // self.batch_size)
+        return self.shard.batches(self.n, self.batch_size)
 
 
 class StreamedBatches:
     """Epochs of a StreamedSplit through one DataLoader, whose workers persist across them."""
 
     def __init__(
-        self, split: StreamedSplit, batch_size: int, seed: int | None, augment: AugmentConfig | None
+        self,
+        split: StreamedSplit,
+        batch_size: int,
+        seed: int | None,
+        augment: AugmentConfig | None,
+        shard: Shard = ALL,
     ) -> None:
         augment = augment if augment is not None and augment.enabled else None
         shuffle = torch.Generator().manual_seed(seed) if seed is not None else None
         self.split = split
+        augment_seed = shard.seed(seed or 0)
         # Without workers the transforms draw from the global RNG: it is swapped for this
         # loader's own around each batch, so the same seed gives the same batches anyway.
-        self.rng_state = torch.Generator().manual_seed(seed or 0).get_state() if augment else None
+        self.rng_state = (
+            torch.Generator().manual_seed(augment_seed).get_state() if augment else None
+        )
         self.mean, self.std = as_tensors(
             split.normalization, 1 + len(split.image_shape), split.device
         )
@@ -129,11 +144,11 @@ class StreamedBatches:
         options: dict[str, Any] = {"persistent_workers": True} if workers > 0 else {}
         self.loader = DataLoader(
             split.rows_dataset(augment),
-            batch_sampler=EpochSampler(len(split), batch_size, shuffle),
+            batch_sampler=EpochSampler(len(split), batch_size, shuffle, shard),
             num_workers=workers,
             pin_memory=split.device.type == "cuda",
             # Seeds the workers' random transforms: the same seed, the same augmented batches.
-            generator=torch.Generator().manual_seed(seed or 0),
+            generator=torch.Generator().manual_seed(augment_seed),
             **options,
         )
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 import torch
 
 from compress.data.augment import AugmentConfig
-from compress.data.bundle import Batch, Split
+from compress.data.bundle import ALL, Batch, Shard, Split
 
 
 def order(n: int, generator: torch.Generator | None) -> torch.Tensor:
@@ -47,31 +47,41 @@ class TensorSplit(Split):
         *,
         seed: int | None = None,
         augment: AugmentConfig | None = None,
+        shard: Shard = ALL,
     ) -> TensorBatches:
-        return TensorBatches(self, batch_size, seed, augment)
+        return TensorBatches(self, batch_size, seed, augment, shard)
 
 
 class TensorBatches:
     """Epochs of index slices over a `TensorSplit`; each `iter` draws a new order."""
 
     def __init__(
-        self, split: TensorSplit, batch_size: int, seed: int | None, augment: AugmentConfig | None
+        self,
+        split: TensorSplit,
+        batch_size: int,
+        seed: int | None,
+        augment: AugmentConfig | None,
+        shard: Shard = ALL,
     ) -> None:
-        self.split, self.batch_size = split, batch_size
+        self.split, self.batch_size, self.shard = split, batch_size, shard
         self.shuffle = torch.Generator().manual_seed(seed) if seed is not None else None
         self.augment = augment if augment is not None and augment.enabled else None
         if self.augment is not None:
             # On the data's device, so that the random offsets are drawn where they are used.
-            self.augment_rng = torch.Generator(device=split.device).manual_seed(seed or 0)
+            self.augment_rng = torch.Generator(device=split.device).manual_seed(
+                shard.seed(seed or 0)
+            )
 
     def __len__(self) -> int:
-        return -(-len(self.split) // self.batch_size)
+        return self.shard.batches(len(self.split), self.batch_size)
 
     def __iter__(self) -> Iterator[Batch]:
         split = self.split
         rows = order(len(split), self.shuffle)
         for start in range(0, len(rows), self.batch_size):
-            idx = rows[start : start + self.batch_size]
+            idx = self.shard.part(rows[start : start + self.batch_size])
+            if idx is None:
+                return
             x = split.x[idx]
             if self.augment is not None:
                 x = self._augmented(x)

@@ -135,6 +135,10 @@ class Stage(Protocol):
         """The config of the architecture the stage returns, if not the experiment's own
         (a student); the artifact records it."""
 
+    def decisions(self) -> dict[str, torch.Tensor]:
+        """What the stage decided beside the model's own tensors (pruning masks), by name:
+        every process of a data-parallel job must hold them alike."""
+
 
 class StageBase:
     """Defaults for the parts of a `Stage` most stages do not need."""
@@ -159,6 +163,9 @@ class StageBase:
 
     def model_config(self) -> dict[str, Any] | None:
         return None
+
+    def decisions(self) -> dict[str, torch.Tensor]:
+        return {}
 
 
 def layer_types(model: nn.Module) -> list[str]:

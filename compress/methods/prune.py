@@ -116,6 +116,9 @@ class MaskedStage(StageBase):
     def after_step(self) -> None:
         self.masks.apply()
 
+    def decisions(self) -> dict[str, torch.Tensor]:
+        return dict(self.masks.masks)
+
     def finalize(self, model: nn.Module) -> nn.Module:
         # Masks are already multiplied into the weights; what remains is a plain model
         # whose zeros the artifact writer stores sparsely.

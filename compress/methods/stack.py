@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch import nn
 
 from compress.artifact.encodings import Entry
@@ -139,6 +140,13 @@ class StackStage(StageBase):
 
     def conversion(self) -> Conversion | None:
         return self.stages[-1].conversion()
+
+    def decisions(self) -> dict[str, torch.Tensor]:
+        return {
+            f"{index}.{name}": tensor
+            for index, stage in enumerate(self.stages)
+            for name, tensor in stage.decisions().items()
+        }
 
     def model_config(self) -> dict[str, Any] | None:
         configs = [c for stage in self.stages if (c := stage.model_config()) is not None]

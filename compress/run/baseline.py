@@ -7,6 +7,10 @@ written atomically with a record of their size and hash, verified before they ar
 
 A file from before records existed is reused only if its zip checksums pass and it
 loads whole (retraining can cost hours); it is then recorded, with a warning.
+
+In a data-parallel job rank 0 alone looks up and writes the cache (holding its lock):
+the processes train together if it has no entry, and the others then read the entry rank
+0 wrote, so every process starts compressing from the same verified file.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import json
 import logging
 import time
 from collections.abc import Mapping
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,6 +32,8 @@ from torch import nn
 
 from compress.artifact.cache_entry import discard, exclusive, read_entry, record, write_entry
 from compress.data import DataBundle
+from compress.distributed import World, current
+from compress.errors import JobFailedError
 from compress.train.callbacks import EpochStats
 from compress.train.loop import fit
 from compress.train.recipe import RuntimeConfig, TrainRecipe
@@ -44,9 +51,11 @@ def baseline_key(
     runtime: RuntimeConfig,
     device: torch.device,
     weights: str | None = None,
+    world: World | None = None,
 ) -> str:
     """Hex digest of what determines the baseline's weights (data by its fingerprint, the
-    weights it starts from by `weights`, a hash of their file)."""
+    weights it starts from by `weights`, a hash of their file, and how many processes
+    trained it data-parallel)."""
     identity = {
         "format": FORMAT,
         "model": dict(model_config),
@@ -58,6 +67,9 @@ def baseline_key(
     }
     if weights is not None:  # absent otherwise: the keys of baselines cached before stay
         identity["weights"] = weights
+    if world is not None and world.parallel:  # likewise: one process's keys stay
+        identity["world_size"] = world.size
+        identity["sync_bn"] = runtime.sync_bn
     blob = json.dumps(identity, sort_keys=True, default=str).encode()
     return hashlib.sha256(blob).hexdigest()[:24]
 
@@ -86,12 +98,25 @@ def load_or_train(
     a lock file: the first trains and caches it, the others wait and then load it.
     """
     path = cache_dir / f"{key}.pt"
-    with exclusive(cache_dir / f".{key}.lock"):
-        cached = _load(path, model)
-        if cached is not None:
+    world = current()
+    with exclusive(cache_dir / f".{key}.lock") if world.main else nullcontext():
+        baseline = _load(path, model) if world.main else None
+        if baseline is not None:
             log.info("baseline: reusing %s", path)
-            return cached
-        return _train(model, data, recipe, runtime, seed=seed, key=key, path=path)
+        if not world.broadcast(baseline is not None):
+            baseline = _train(model, data, recipe, runtime, seed=seed, key=key, path=path)
+        if not world.parallel:
+            return baseline
+        world.barrier()  # rank 0's entry is there
+        if not world.main:
+            baseline = _load(path, model, discard_untrusted=False)
+        world.barrier()  # and read by the others: rank 0 lets go of the lock
+    if baseline is None:
+        raise JobFailedError(
+            f"rank {world.rank} cannot read the baseline {path} that rank 0 cached; "
+            "paths.outputs must be a folder every node of the job sees"
+        )
+    return baseline
 
 
 def _train(
@@ -107,6 +132,8 @@ def _train(
     started = time.perf_counter()
     history = fit(model, data, recipe, runtime, seed=seed, label="baseline")
     seconds = time.perf_counter() - started
+    if not current().main:
+        return Baseline(cached=False, path=path, history=history, train_seconds=seconds)
     payload = {
         "format": FORMAT,
         "key": key,
@@ -119,7 +146,7 @@ def _train(
     return Baseline(cached=False, path=path, history=history, train_seconds=seconds)
 
 
-def _load(path: Path, model: nn.Module) -> Baseline | None:
+def _load(path: Path, model: nn.Module, discard_untrusted: bool = True) -> Baseline | None:
     if not path.exists():
         return None
     # load_state_dict may copy some tensors before it fails: keep the fresh init to restore.
@@ -138,7 +165,8 @@ def _load(path: Path, model: nn.Module) -> Baseline | None:
         train_seconds = float(payload["train_seconds"])
     except Exception as error:  # any file not verified or not loading is retrained
         log.warning("baseline cache %s is not used (%s); retraining", path, error)
-        discard(path)
+        if discard_untrusted:
+            discard(path)
         model.load_state_dict(initial)
         return None
     if not entry.recorded:

@@ -4,6 +4,10 @@ track (the seven steps of DESIGN.md, in order, below).
 `run` takes a plain, resolved config (a dict, as Hydra composes it) and works without
 Hydra. Everything that can be checked is checked before the MLflow run opens, so bad
 input costs one line and leaves no run behind.
+
+Started by torchrun (or as several SLURM tasks), every process runs this path: all of
+them train the baseline and every fine-tune data-parallel (`compress.distributed`); rank
+0 alone analyses, measures, saves and logs, so a job is one MLflow run whatever its size.
 """
 
 from __future__ import annotations
@@ -18,6 +22,8 @@ from torch import nn
 from compress.analysis import AnalysisContext
 from compress.artifact.store import load_artifact
 from compress.data import DataBundle, load_dataset
+from compress.distributed import World, batch_norms, check_alike, join, launched
+from compress.errors import AlreadyFinished, ConfigError
 from compress.measure import ProbeContext, compare, measure_models, run_probes, write_layer_macs
 from compress.methods import MethodContext, Stage
 from compress.models import build_model, parse_model
@@ -36,10 +42,12 @@ from compress.train.progress import Progress
 __all__ = ["Plan", "Result", "record_failure", "run"]
 
 
-def run(cfg: Mapping[str, Any], *, tags: Mapping[str, str] | None = None) -> Result:
-    """Run one experiment described by the resolved config `cfg`; return what was measured."""
-    plan = Plan.from_config(cfg)
-    device = plan.device()
+def run(cfg: Mapping[str, Any], *, tags: Mapping[str, str] | None = None) -> Result | None:
+    """Run one experiment described by the resolved config `cfg`; return what was measured
+    (None on the processes of a data-parallel job other than rank 0)."""
+    world = launched()
+    plan = Plan.from_config(cfg).on_rank(world)
+    device = plan.device(world)
     if plan.runtime.threads:
         torch.set_num_threads(plan.runtime.threads)
 
@@ -50,34 +58,40 @@ def run(cfg: Mapping[str, Any], *, tags: Mapping[str, str] | None = None) -> Res
     model = build_model(plan.model, data.input_shape, data.num_classes, load_weights=True)
     context = MethodContext(data.input_shape, data, plan.finetune.batch_size)
     check_plan(plan, model, data, context)
+    _check_sync_bn(plan, model, device, world)
     model = model.to(device)
     initial_state = {k: v.clone() for k, v in model.state_dict().items()}
     if plan.runtime.channels_last:
         model = model.to(memory_format=torch.channels_last)
     digest = config_hash(cfg)
-    skip_if_finished(plan.tracking, digest)
-    plan.run_dir.mkdir(parents=True, exist_ok=True)
+    join(world)
+    _skip_if_finished(plan, digest, world)
+    if world.main:
+        plan.run_dir.mkdir(parents=True, exist_ok=True)
     run_tags = {**plan.tags(), **(tags or {}), "config.hash": digest}
 
     progress = Progress(enabled=plan.runtime.progress)
     with progress, Tracker(plan, run_tags) as tracker, observing(progress, tracker):
-        tracker.started(cfg, data, device)
+        tracker.started(cfg, data, device, world)
         # 2. the baseline, trained or from the cache, and what analyses find in it
         with observing(phase="baseline"):
             baseline = trained_baseline(model, plan, data, device)
         tracker.baseline(baseline.cache, baseline.key)
-        analysis = plan.analysis.run(
-            AnalysisContext(
-                model=model,
-                data=data,
-                folder=plan.run_dir,
-                eval_batch_size=plan.measure.eval_batch_size,
-                baseline_bytes=baseline.bytes,
-                saved_size=lambda rounded, stage: _scratch_size(rounded, stage, plan, data),
+        patch = None
+        if world.main:  # what analyses find changes the method on every process alike
+            analysis = plan.analysis.run(
+                AnalysisContext(
+                    model=model,
+                    data=data,
+                    folder=plan.run_dir,
+                    eval_batch_size=plan.measure.eval_batch_size,
+                    baseline_bytes=baseline.bytes,
+                    saved_size=lambda rounded, stage: _scratch_size(rounded, stage, plan, data),
+                )
             )
-        )
-        tracker.analysed(analysis)
-        method = plan.method.patched(analysis.patch)
+            tracker.analysed(analysis)
+            patch = analysis.patch
+        method = plan.method.patched(world.broadcast(patch))
         teacher, teacher_metrics = None, {}
         if plan.distill is not None:
             teacher, teacher_metrics = prepare_teacher(plan, model, baseline.bytes, data, device)
@@ -87,6 +101,12 @@ def run(cfg: Mapping[str, Any], *, tags: Mapping[str, str] | None = None) -> Res
             compressed, stage, finetune = compress(
                 model, method, plan, data, context, initial_state, teacher
             )
+        alike = {"model": compressed.state_dict(), "masks": stage.decisions()}
+        checked = check_alike(world, alike, "the compressed model")
+        if not world.main:
+            return None
+        if world.parallel:
+            tracker.distributed(world, checked)
         artifact = plan.run_dir / "model.pt"
         artifact_bytes = save(compressed, artifact, plan, data, stage)
 
@@ -159,6 +179,30 @@ def run(cfg: Mapping[str, Any], *, tags: Mapping[str, str] | None = None) -> Res
             run_id=tracker.run_id,
             baseline_origin=plan.baseline_origin(baseline.cache.cached),
         )
+
+
+def _check_sync_bn(plan: Plan, model: nn.Module, device: torch.device, world: World) -> None:
+    """SyncBatchNorm runs on GPUs only: refused on another device, before any training."""
+    layers = batch_norms(model) if world.parallel and plan.runtime.sync_bn else []
+    if layers and device.type != "cuda":
+        raise ConfigError(
+            f"runtime.sync_bn=true: SyncBatchNorm runs on CUDA GPUs only, and this job trains "
+            f"on {device.type} ({len(layers)} BatchNorm layers, e.g. {layers[0]}); set "
+            "runtime.sync_bn=false (each process then normalises with its own shard's statistics)"
+        )
+
+
+def _skip_if_finished(plan: Plan, digest: str, world: World) -> None:
+    """Resume: rank 0 looks the config up; every process learns what it found."""
+    found = None
+    if world.main:
+        try:
+            skip_if_finished(plan.tracking, digest)
+        except AlreadyFinished as done:
+            found = (done.run_id, done.metrics)
+    found = world.broadcast(found)
+    if found is not None:
+        raise AlreadyFinished(*found)
 
 
 def _scratch_size(model: nn.Module, stage: Stage, plan: Plan, data: DataBundle) -> int:

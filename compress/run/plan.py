@@ -17,6 +17,7 @@ from compress.analysis import AnalysisConfig, parse_analysis
 from compress.config import from_mapping, matches, require, require_finite
 from compress.data.augment import AugmentConfig, NoAugment, parse_augment
 from compress.distill.config import DistillConfig
+from compress.distributed import World
 from compress.errors import ConfigError
 from compress.measure import Measurement
 from compress.measure.config import MeasureConfig
@@ -117,9 +118,24 @@ class Plan:
             return f"the weights of {weights}, not trained" if weights else "untrained (0 epochs)"
         return "reused from cache" if cached else "trained and cached"
 
-    def device(self) -> torch.device:
+    def on_rank(self, world: World) -> Plan:
+        """The plan as process `world.rank` carries it out: beside rank 0, without tracking
+        or a progress bar (rank 0 logs and draws for the job)."""
+        if world.main:
+            return self
+        return dataclasses.replace(
+            self,
+            tracking=dataclasses.replace(self.tracking, enabled=False),
+            runtime=dataclasses.replace(self.runtime, progress=False),
+        )
+
+    def device(self, world: World | None = None) -> torch.device:
         """Where the job runs; a device this machine lacks is refused here, before any data
-        is loaded onto it."""
+        is loaded onto it. In a data-parallel `world` each process takes the GPU of its
+        local rank."""
+        world = world or World()
+        if world.parallel:
+            return self._rank_device(world)
         name = self.runtime.device
         if name == "auto":
             return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -141,6 +157,28 @@ class Plan:
                 torch.backends.mps.is_available(),
                 f"runtime.device={name}: MPS is not available here (use auto or cpu)",
             )
+        return device
+
+    def _rank_device(self, world: World) -> torch.device:
+        name = self.runtime.device
+        gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        processes = f"{world.local_size} processes of a data-parallel job on this node"
+        if name == "auto":
+            name = "cuda" if gpus >= world.local_size else "cpu"
+        require(
+            name in ("cpu", "cuda"),
+            f"runtime.device={name}: {processes} take cuda (each its local rank's GPU) or cpu",
+        )
+        if name == "cpu":
+            return torch.device("cpu")
+        fewer = f"start at most {gpus} per node (torchrun --nproc-per-node={gpus})" if gpus else ""
+        require(
+            gpus >= world.local_size,
+            f"runtime.device=cuda: {processes}, but {gpus} CUDA GPU(s) visible here; "
+            f"{fewer + ' or ' if fewer else ''}use runtime.device=cpu",
+        )
+        device = torch.device("cuda", world.local_rank)
+        torch.cuda.set_device(device)
         return device
 
 

@@ -20,6 +20,7 @@ from compress.data import DataBundle
 from compress.distill.objective import DistillObjective
 from compress.distill.setup import check_distill, teacher_from_artifact
 from compress.distill.teacher import Teacher
+from compress.distributed import current
 from compress.measure import count_params
 from compress.methods import MethodConfig, MethodContext, Stage, Step, apply_steps
 from compress.models import build_model, weights_key
@@ -77,9 +78,11 @@ def trained_baseline(
 ) -> TrainedBaseline:
     """Fill `model` (built from `plan.model`, with its `weights` loaded) with its trained
     weights, from the cache or by training on from those it holds."""
+    world = current()
     key = baseline_key(
-        plan.model, data, plan.train, plan.seed, plan.runtime, device, weights_key(plan.model)
-    )
+        plan.model, data, plan.train, plan.seed, plan.runtime, device, weights_key(plan.model),
+        world,
+    )  # fmt: skip
     cache = load_or_train(
         model,
         data,
@@ -90,11 +93,13 @@ def trained_baseline(
         cache_dir=plan.outputs / "cache" / "baselines",
     )
     artifact = plan.outputs / "cache" / "baseline_artifacts" / f"{key}.pt"
-    with exclusive(artifact.with_name(f".{key}.lock")):
-        size = _cached_size(artifact) if cache.cached else None
-        if size is None:  # a retrained baseline, or no artifact to trust: save it (again)
-            size = write_entry(artifact, lambda tmp: save(model, tmp, plan, data))
-    return TrainedBaseline(cache, key, artifact, size)
+    size = None
+    if world.main:  # the others do not save: rank 0 measures
+        with exclusive(artifact.with_name(f".{key}.lock")):
+            size = _cached_size(artifact) if cache.cached else None
+            if size is None:  # a retrained baseline, or no artifact to trust: save it (again)
+                size = write_entry(artifact, lambda tmp: save(model, tmp, plan, data))
+    return TrainedBaseline(cache, key, artifact, world.broadcast(size))
 
 
 def _cached_size(artifact: Path) -> int | None:

@@ -19,12 +19,14 @@ from types import TracebackType
 from typing import Any
 
 import torch
+import torch.distributed as dist
 import yaml
 from torch import nn
 
 from compress.analysis import AnalysisResult
 from compress.config import from_mapping
 from compress.data import DataBundle
+from compress.distributed import World
 from compress.errors import AlreadyFinished, CompressError
 from compress.run.baseline import Baseline
 from compress.run.plan import Plan
@@ -38,6 +40,8 @@ from compress.train.callbacks import EpochStats
 log = logging.getLogger(__name__)
 
 HISTORY = ("loss", "train_acc", "val_acc", "lr")
+#: The param that says how many processes trained the job data-parallel (1: one).
+WORLD_SIZE = "runtime.world_size"
 
 
 class Tracker:
@@ -74,10 +78,14 @@ class Tracker:
 
     # -- the steps report
 
-    def started(self, cfg: Mapping[str, Any], data: DataBundle, device: torch.device) -> None:
+    def started(
+        self, cfg: Mapping[str, Any], data: DataBundle, device: torch.device, world: World
+    ) -> None:
         """The config (params, but for where it writes and tracks: tags; and config.yaml as an
-        artifact), the data's own record (see `data_tags`) and where the job runs."""
+        artifact), the data's own record (see `data_tags`) and where the job runs: on which
+        device, and on how many processes (`runtime.world_size`)."""
         params, internal = split_internal(flatten(cfg))
+        params[WORLD_SIZE] = world.size
         self._params = {k: str(v)[:PARAM_LIMIT] for k, v in params.items()}
         self._run.log_params(params)
         self._run.set_tags({**internal, **data_tags(data), "device": device.type, **provenance()})
@@ -95,6 +103,15 @@ class Tracker:
                     for n in HISTORY
                 }
             )
+
+    def distributed(self, world: World, checked: int) -> None:
+        """How the job was spread: its backend, and how many tensors were found alike."""
+        self._run.set_tags(
+            {
+                "distributed.backend": str(dist.get_backend()),
+                "distributed.alike": f"{checked} tensors identical on {world.size} processes",
+            }
+        )
 
     def analysed(self, result: AnalysisResult) -> None:
         for path in result.files:

@@ -26,6 +26,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from compress.errors import Terminated
 from compress.tracking.config import TrackingConfig
 from compress.tracking.params import PARAM_LIMIT, flatten
 from compress.tracking.process import Owner
@@ -191,8 +192,9 @@ class Run:
                 path = Path(tmp) / "error.txt"
                 path.write_text("".join(traceback.format_exception(exc_type, error, tb)))
                 self.log_artifact(path)
-        finally:
-            self._terminate("FAILED")
+        finally:  # told to stop (Ctrl-C, SIGTERM): KILLED, as MLflow names it; else FAILED
+            stopped = isinstance(error, KeyboardInterrupt | Terminated)
+            self._terminate("KILLED" if stopped else "FAILED")
 
     def end(self, status: str = "FINISHED") -> None:
         """End the run with `status` once every queued metric is written."""

@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from compress.data import DataBundle, Split
+from compress.distributed import Replicas, World, current
 from compress.errors import TrainingDivergedError
 from compress.models.eval_mode import eval_mode, model_device
 from compress.train.callbacks import EpochStats, active
@@ -96,16 +97,22 @@ def predict(model: nn.Module, x: torch.Tensor, batch_size: int = 1024) -> torch.
 
 
 @torch.inference_mode()
-def accuracy(model: nn.Module, split: Split, batch_size: int = 1024) -> float:
-    """Top-1 accuracy of `model` on `split`, in [0, 1]; each module's mode is restored."""
+def accuracy(
+    model: nn.Module, split: Split, batch_size: int = 1024, world: World | None = None
+) -> float:
+    """Top-1 accuracy of `model` on `split`, in [0, 1]; each module's mode is restored.
+    With a data-parallel `world`, each process counts its shard of every batch."""
     if len(split) == 0:
         return float("nan")
+    world = world or World()
     where = model_device(model)
-    correct = torch.zeros((), dtype=torch.long, device=split.device)
+    counts = torch.zeros(2, dtype=torch.long, device=split.device)  # correct, seen
     with eval_mode(model):
-        for x, y, _ in split.loader(batch_size):
-            correct += model(x.to(where)).argmax(1).to(y.device).eq(y).sum()
-    return correct.item() / len(split)
+        for x, y, _ in split.loader(batch_size, shard=world.shard):
+            counts[0] += model(x.to(where)).argmax(1).to(y.device).eq(y).sum()
+            counts[1] += len(y)
+    correct, seen = world.sum(counts).tolist()
+    return correct / seen
 
 
 def fit(
@@ -130,18 +137,23 @@ def fit(
     `objective` replaces cross-entropy (its own parameters are trained too). The recipe's
     `augment` transforms each training batch (seeded from `seed` too). Progress is
     reported to the callbacks active here (`compress.train.callbacks.observing`).
+
+    In a data-parallel job (`compress.distributed`) every process calls `fit` alike: each
+    trains on its shard of every batch of `recipe.batch_size` (the batch of the whole job),
+    DDP averages the gradients, and the statistics are the whole job's.
     """
     torch.manual_seed(seed)
+    world = current()
     device = data.train.device
     augment = recipe.augment if recipe.augment.enabled else None
     if augment is not None:
         augment.check((len(data.train), *data.train.image_shape))
-    loader = data.train.loader(recipe.batch_size, seed=seed, augment=augment)
-    step_model = torch.compile(model) if runtime.compile else model
+    loader = data.train.loader(recipe.batch_size, seed=seed, augment=augment, shard=world.shard)
     extra = list(objective.parameters()) if objective is not None else []
+    replicas = Replicas(model, world, runtime.sync_bn, extra) if world.parallel else None
+    step_model = _step_model(replicas.step_model if replicas else model, runtime)
     optimizer = make_optimizer(model, recipe, extra)
     loss_fn = nn.CrossEntropyLoss(label_smoothing=recipe.label_smoothing)
-    n = len(data.train)
     history: list[EpochStats] = []
     epochs = min(recipe.epochs, stop_after or recipe.epochs)
     callbacks, phase = active()
@@ -153,8 +165,8 @@ def fit(
         lr = recipe.lr * lr_factor(recipe, epoch)
         for group in optimizer.param_groups:
             group["lr"] = lr
-        loss_sum = torch.zeros((), device=device)
-        correct = torch.zeros((), device=device, dtype=torch.long)
+        # the loss summed over rows, the rows classified right, the rows seen
+        totals = torch.zeros(3, device=device)
         for step, (x, y, idx) in enumerate(loader, start=1):
             x = prepare_inputs(x, runtime)
             with autocast(runtime, device):
@@ -165,6 +177,8 @@ def fit(
                     loss, logits = objective(step_model, x, y, idx)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            if replicas is not None:
+                replicas.average_extra_gradients()
             if recipe.bn_l1:
                 add_bn_l1_subgradient(model, recipe.bn_l1)
             optimizer.step()
@@ -172,18 +186,22 @@ def fit(
                 optimizer = make_optimizer(model, recipe, extra)
                 for group in optimizer.param_groups:
                     group["lr"] = lr
-            loss_sum += loss.detach() * len(idx)
-            correct += logits.detach().argmax(1).eq(y).sum()
+                if replicas is not None:  # DDP over the new parameters
+                    step_model = _step_model(replicas.wrap(), runtime)
+            totals[0] += loss.detach() * len(idx)
+            totals[1] += logits.detach().argmax(1).eq(y).sum()
+            totals[2] += len(idx)
             if step % CHECK_EVERY == 0:
-                running = _finite_loss(loss_sum, min(step * recipe.batch_size, n), label, epoch)
+                running = _finite_loss(world.sum(totals), label, epoch)
                 for callback in callbacks:
                     callback.step_done(step, running)
-        mean_loss = _finite_loss(loss_sum, n, label, epoch)
+        epoch_totals = world.sum(totals)
+        mean_loss = _finite_loss(epoch_totals, label, epoch)
         stats = EpochStats(
             epoch=epoch,
             loss=mean_loss,
-            train_acc=correct.item() / n,
-            val_acc=accuracy(model, data.val),
+            train_acc=epoch_totals[1].item() / max(epoch_totals[2].item(), 1),
+            val_acc=accuracy(model, data.val, world=world),
             lr=lr,
             seconds=time.perf_counter() - started,
         )
@@ -191,9 +209,15 @@ def fit(
         for callback in callbacks:
             callback.epoch_done(stats)
         log.debug("%s epoch %d: %s", label, epoch + 1, stats)
+    if replicas is not None:
+        replicas.finish(label)
     for callback in callbacks:
         callback.fit_done()
     return history
+
+
+def _step_model(model: nn.Module, runtime: RuntimeConfig) -> nn.Module:
+    return torch.compile(model) if runtime.compile else model
 
 
 @torch.no_grad()
@@ -207,8 +231,10 @@ def add_bn_l1_subgradient(model: nn.Module, strength: float) -> None:
             scale.grad.add_(torch.sign(scale), alpha=strength)
 
 
-def _finite_loss(loss_sum: torch.Tensor, count: int, label: str, epoch: int) -> float:
-    value = loss_sum.item() / max(count, 1)
+def _finite_loss(totals: torch.Tensor, label: str, epoch: int) -> float:
+    """The mean loss of the rows `totals` counts (loss sum, correct, rows), if finite."""
+    loss_sum, _, count = totals.tolist()
+    value = loss_sum / max(count, 1)
     if not math.isfinite(value):
         raise TrainingDivergedError(
             f"{label}: loss became {value} in epoch {epoch + 1}; "

@@ -120,6 +120,9 @@ class RuntimeConfig:
     compile: bool = False
     threads: int | None = None
     progress: bool = True
+    #: In a data-parallel job: BatchNorm normalises with the statistics of the whole batch
+    #: (SyncBatchNorm, GPUs only) while training; a model without BatchNorm is unaffected.
+    sync_bn: bool = False
 
     def __post_init__(self) -> None:
         require(

@@ -1,0 +1,65 @@
+"""What the entry points do about the process they run in: the job's start time, shared
+by every process of a data-parallel job, and SIGTERM, which ends a job as an error.
+
+torchrun stops the surviving processes of a job with SIGTERM when one of them dies, and
+SLURM does at the end of a job's time: `terminated_as_error` turns it into `Terminated`,
+so the job's MLflow run ends KILLED, its lock files are let go and nothing half-written
+stays, instead of a run left RUNNING until a later command reaps it.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime
+from types import FrameType
+from typing import TYPE_CHECKING
+
+from compress.cli.config_dir import STARTED_ENV
+from compress.errors import Terminated
+
+if TYPE_CHECKING:
+    from compress.distributed import World
+
+
+@contextmanager
+def job_processes() -> Iterator[World]:
+    """For one call of an entry point: this process's world connected (when started as one
+    of several), the job's start time fixed for `${started:...}` (rank 0's, on every
+    process), and SIGTERM raising `Terminated`."""
+    from compress.distributed import join, launched, leave
+
+    world = join(launched())
+    before = os.environ.get(STARTED_ENV)
+    os.environ[STARTED_ENV] = world.broadcast(datetime.now().isoformat())
+    try:
+        with terminated_as_error():
+            yield world
+    finally:
+        if before is None:
+            os.environ.pop(STARTED_ENV, None)
+        else:
+            os.environ[STARTED_ENV] = before
+        leave()
+
+
+@contextmanager
+def terminated_as_error() -> Iterator[None]:
+    """Inside the block, SIGTERM raises `Terminated` (once: a second one while the job
+    cleans up is ignored). Only the main thread can handle signals: elsewhere, nothing."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        raise Terminated(f"stopped by {signal.Signals(signum).name}")
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
