@@ -78,14 +78,18 @@ class TensorBatches:
     def __iter__(self) -> Iterator[Batch]:
         split = self.split
         rows = order(len(split), self.shuffle)
+        # The order crosses to the device once per epoch: indexing device tensors with CPU
+        # indices would copy them over at every batch, each copy waiting for the device.
+        on_device = rows.to(split.device)
         for start in range(0, len(rows), self.batch_size):
             idx = self.shard.part(rows[start : start + self.batch_size])
             if idx is None:
                 return
-            x = split.x[idx]
+            where = self.shard.part(on_device[start : start + self.batch_size])
+            x = split.x[where]
             if self.augment is not None:
                 x = self._augmented(x)
-            yield Batch(x, split.y[idx], idx)
+            yield Batch(x, split.y[where], idx)
 
     def _augmented(self, x: torch.Tensor) -> torch.Tensor:
         assert self.augment is not None
