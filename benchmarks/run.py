@@ -12,6 +12,9 @@
    (the framework's baseline cache is cleared; its MLflow store already exists, as it
    does for a user after the first run). Runs alternate; medians are compared.
    Target: wall ratio <= 1.10, same accuracy within noise, ~12x fewer weights.
+
+The GPU's figures (training speed, every method end to end, 2:4 sparse kernels) are
+`benchmarks/gpu.py`'s.
 """
 
 from __future__ import annotations
