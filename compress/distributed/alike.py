@@ -41,11 +41,12 @@ def digest(value: Any) -> str:
     return hasher.hexdigest()
 
 
-def check_alike(world: World, groups: Mapping[str, Mapping[str, Any]], what: str) -> int:
+def check_alike(world: World, groups: Mapping[str, Mapping[str, Any]], what: str) -> dict[str, int]:
     """Fail unless every process holds the same tensors in `groups` (a name, e.g. `model`
-    or `masks`, to that group's named tensors); the number of tensors compared."""
+    or `masks`, to that group's named tensors); how many tensors of each group agree."""
+    counts = {group: len(values) for group, values in groups.items()}
     if not world.parallel:
-        return sum(len(values) for values in groups.values())
+        return counts
     mine = {
         f"{group}:{name}": digest(value)
         for group, values in groups.items()
@@ -64,7 +65,7 @@ def check_alike(world: World, groups: Mapping[str, Mapping[str, Any]], what: str
             f"{what}: rank(s) {', '.join(map(str, ranks))} hold other values than rank 0 "
             f"for {shown}; the processes of a data-parallel job must stay identical"
         )
-    return len(mine)
+    return counts
 
 
 @torch.no_grad()

@@ -55,9 +55,9 @@ class Replicas:
                 dist.all_reduce(parameter.grad)
                 parameter.grad.div_(self.world.size)
 
-    def finish(self, label: str) -> int:
+    def finish(self, label: str) -> dict[str, int]:
         """Back to plain BatchNorm, rank 0's running statistics on every process, and the
-        weights checked alike; the number of tensors compared."""
+        weights checked alike; how many tensors were compared."""
         _from_sync_batch_norm(self.model, self._originals)
         adopt_main_buffers(self.model, self.world)
         state = {"model": self.model.state_dict(), "objective": dict(enumerate(self.extra))}

@@ -1,9 +1,10 @@
 """Which processes share one job, and how they talk.
 
 A job runs on one process, or data-parallel on several started by `torchrun` (which
-exports RANK, WORLD_SIZE, LOCAL_RANK, LOCAL_WORLD_SIZE, MASTER_ADDR and MASTER_PORT) or
-as the tasks of one SLURM step (`srun`, or Hydra's submitit launcher with
-`tasks_per_node`), whose variables submitit's own helper turns into torchrun's. `launched`
+exports RANK, WORLD_SIZE, LOCAL_RANK, LOCAL_WORLD_SIZE, MASTER_ADDR and MASTER_PORT; on
+SLURM without submitit, `srun torchrun ...` per node) or as the tasks of one submitit job
+(Hydra's SLURM launcher with `tasks_per_node`), whose SLURM variables submitit's own
+helper turns into torchrun's. `launched`
 reads that from the environment without connecting anything; `join` connects the process
 group (gloo for CPU tensors, NCCL for CUDA tensors); `current` is the world of the
 connected group (one process when none is).
@@ -99,12 +100,11 @@ def launched() -> World:
 
 
 def _export_scheduler_tasks() -> None:
-    """Inside a SLURM step of several tasks (or submitit's local stand-in for one), set
-    torchrun's variables from the scheduler's, with submitit's helper (the master is the
-    first host, its port drawn from the job id: the same on every task)."""
-    env = os.environ
-    in_step = "SLURM_STEP_ID" in env or "SUBMITIT_LOCAL_JOB_ID" in env
-    if not in_step:
+    """Inside a submitit job of several tasks (Hydra's SLURM launcher with tasks_per_node,
+    or submitit's local stand-in), set torchrun's variables from the scheduler's with
+    submitit's own helper: the master is the job's first node, its port drawn from the job
+    id, so every task agrees without talking first."""
+    if os.environ.get("SUBMITIT_EXECUTOR") not in ("slurm", "local"):
         return
     from submitit import JobEnvironment
     from submitit.helpers import TorchDistributedEnvironment

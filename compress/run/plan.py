@@ -162,20 +162,22 @@ class Plan:
     def _rank_device(self, world: World) -> torch.device:
         name = self.runtime.device
         gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
-        processes = f"{world.local_size} processes of a data-parallel job on this node"
+        here = f"this node runs {world.local_size} of the job's {world.size} processes"
         if name == "auto":
             name = "cuda" if gpus >= world.local_size else "cpu"
         require(
             name in ("cpu", "cuda"),
-            f"runtime.device={name}: {processes} take cuda (each its local rank's GPU) or cpu",
+            f"runtime.device={name}: {here}; they take cuda (each its local rank's GPU) or cpu",
         )
         if name == "cpu":
             return torch.device("cpu")
-        fewer = f"start at most {gpus} per node (torchrun --nproc-per-node={gpus})" if gpus else ""
+        fewer = (
+            f"start at most {gpus} per node (torchrun --nproc-per-node={gpus}) or " if gpus else ""
+        )
         require(
             gpus >= world.local_size,
-            f"runtime.device=cuda: {processes}, but {gpus} CUDA GPU(s) visible here; "
-            f"{fewer + ' or ' if fewer else ''}use runtime.device=cpu",
+            f"runtime.device=cuda: {here}, but {gpus} CUDA GPU(s) are visible here; "
+            f"{fewer}use runtime.device=cpu",
         )
         device = torch.device("cuda", world.local_rank)
         torch.cuda.set_device(device)

@@ -104,13 +104,13 @@ class Tracker:
                 }
             )
 
-    def distributed(self, world: World, checked: int) -> None:
-        """How the job was spread: its backend, and how many tensors were found alike."""
+    def distributed(self, world: World, checked: Mapping[str, int]) -> None:
+        """How the job was spread: its backend, and which tensors were found alike on every
+        process before the compressed model was saved (`distributed.alike`)."""
+        groups = ", ".join(f"{group} {count}" for group, count in checked.items())
+        alike = f"{sum(checked.values())} tensors identical on {world.size} processes ({groups})"
         self._run.set_tags(
-            {
-                "distributed.backend": str(dist.get_backend()),
-                "distributed.alike": f"{checked} tensors identical on {world.size} processes",
-            }
+            {"distributed.backend": str(dist.get_backend()), "distributed.alike": alike}
         )
 
     def analysed(self, result: AnalysisResult) -> None:

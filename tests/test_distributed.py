@@ -1,0 +1,198 @@
+"""One job on several processes: torchrun on gloo, shards of every batch, one MLflow run."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from compress.artifact.store import load_artifact
+from compress.cli.main import main
+from compress.data import Shard, load_dataset
+from compress.distributed import launched
+from compress.train.loop import accuracy
+from tests.support import QUICK, REPO_ROOT, assert_refused_before_training, mlflow_runs, run_cli
+
+TORCHRUN = str(Path(sys.executable).with_name("torchrun"))
+#: A small job on the digits: an MLP (no BatchNorm, so sync_bn has nothing to swap).
+JOB = [*QUICK, "model=mlp", "schedule.train.epochs=4", "runtime.sync_bn=true"]
+#: What torchrun and submitit export: cleared for the tests that set their own.
+LAUNCH_VARIABLES = (
+    "RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT",
+)  # fmt: skip
+
+
+def torchrun(outputs: Path, *overrides: str) -> subprocess.CompletedProcess[str]:
+    """`torchrun --nproc-per-node=2 -m compress` on the CPU (gloo), writing under `outputs`."""
+    return subprocess.run(
+        [
+            TORCHRUN,
+            "--standalone",
+            "--nproc-per-node=2",
+            "-m",
+            "compress",
+            f"paths.outputs={outputs}",
+            "runtime.device=cpu",
+            *overrides,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=outputs.parent,
+        env={**os.environ, "PYTHONPATH": str(REPO_ROOT), "OMP_NUM_THREADS": "1"},
+    )
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_two_processes_train_one_job_logged_as_one_run(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    done = torchrun(tmp_path / "two", *JOB)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.count("top-1 accuracy") == 1  # rank 0 alone prints the summary
+    (two,) = mlflow_runs(tmp_path / "two")
+    assert two.info.status == "FINISHED"
+    assert two.data.params["runtime.world_size"] == "2"
+    assert two.data.tags["distributed.backend"] == "gloo"
+    # Checked in the job: the weights and the pruning masks of both processes were identical.
+    alike = re.search(r"\(model (\d+), masks (\d+)\)", two.data.tags["distributed.alike"])
+    assert alike is not None and int(alike[1]) > 0 and int(alike[2]) > 0
+    (run_dir,) = (tmp_path / "two" / "runs").glob("*/*")  # one folder, shared
+    assert {"model.pt", "summary.json", "compress.log"} <= {p.name for p in run_dir.iterdir()}
+
+    # The same job on one process: the same accuracy within a point.
+    code, _, err = run_cli(main, [f"paths.outputs={tmp_path / 'one'}", *JOB], capsys)
+    assert code == 0, err
+    (one,) = mlflow_runs(tmp_path / "one")
+    assert one.data.params["runtime.world_size"] == "1"
+    assert abs(two.data.metrics["acc"] - one.data.metrics["acc"]) <= 0.01
+
+    # The artifact reloads, and is the model that was measured.
+    data = load_dataset({"name": "digits"})
+    model = load_artifact(run_dir / "model.pt")
+    assert accuracy(model, data.test) == pytest.approx(two.data.metrics["acc"])
+    # Its baseline is its own: trained by two processes, it is not one process's.
+    assert len(list((tmp_path / "two" / "cache" / "baselines").glob("*.pt"))) == 1
+    assert two.data.tags["baseline.key"] != one.data.tags["baseline.key"]
+
+
+def test_a_process_that_dies_fails_the_job_and_its_run(tmp_path: Path) -> None:
+    outputs = tmp_path / "out"
+    done = torchrun(
+        outputs,
+        *QUICK,
+        "model=custom",
+        "model._target_=tests.dying_model.DiesInTraining",
+        "+model.at=5",
+        "schedule.train.epochs=50",
+    )
+    assert done.returncode != 0
+    (run,) = mlflow_runs(outputs)  # read without reaping: the job itself ended its run
+    assert run.info.status in ("FAILED", "KILLED")
+    # No baseline entry, whole or half-written: only the lock file may be there.
+    left = [p.name for p in (outputs / "cache").rglob("*") if p.is_file()]
+    assert [name for name in left if not name.endswith(".lock")] == []
+
+
+@pytest.fixture
+def two_ranks_on_this_node(monkeypatch: pytest.MonkeyPatch) -> int:
+    """The environment of rank 0 of two on this node, as torchrun sets it; how many
+    processes that says run here (one more than its GPUs)."""
+    processes = (torch.cuda.device_count() if torch.cuda.is_available() else 0) + 1
+    for name, value in {
+        "RANK": "0", "WORLD_SIZE": str(max(processes, 2)), "LOCAL_RANK": "0",
+        "LOCAL_WORLD_SIZE": str(processes), "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "29400",
+    }.items():  # fmt: skip
+        monkeypatch.setenv(name, value)
+    return processes
+
+
+def test_more_processes_than_gpus_is_refused_before_training(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, two_ranks_on_this_node: int
+) -> None:
+    assert_refused_before_training(
+        tmp_path, monkeypatch, ["runtime.device=cuda"], "CUDA GPU(s) are visible here"
+    )
+
+
+def test_sync_bn_off_the_gpu_is_refused_before_training(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, two_ranks_on_this_node: int
+) -> None:
+    assert_refused_before_training(
+        tmp_path,
+        monkeypatch,
+        ["model=small_cnn", "runtime.device=cpu", "runtime.sync_bn=true"],
+        "SyncBatchNorm runs on CUDA GPUs only",
+    )
+
+
+@pytest.mark.parametrize("streamed", [False, True])
+def test_shards_of_each_batch_make_the_batches_of_one_process(streamed: bool) -> None:
+    data = load_dataset(
+        {"name": "fake", "num_train": 203, "val_fraction": 0, "in_memory": not streamed,
+         "workers": 0}
+    )  # fmt: skip
+    whole = list(data.train.loader(100, seed=3))  # 100, 100 and 3 rows
+    shards = [list(data.train.loader(100, seed=3, shard=Shard(i, 3))) for i in range(3)]
+    assert [len(s) for s in shards] == [3, 3, 3]
+    for step, batch in enumerate(whole):
+        parts = [shard[step] for shard in shards]
+        assert torch.equal(torch.cat([p.idx for p in parts]), batch.idx)
+        assert torch.equal(torch.cat([p.x for p in parts]), batch.x)
+        assert torch.equal(torch.cat([p.y for p in parts]), batch.y)
+    # A last batch smaller than the processes is left out on every one of them.
+    four = [data.train.loader(100, seed=3, shard=Shard(i, 4)) for i in range(4)]
+    assert [len(loader) for loader in four] == [2, 2, 2, 2]
+    assert [len(list(loader)) for loader in four] == [2, 2, 2, 2]
+
+
+def test_slurm_tasks_make_the_world_torchrun_would(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in LAUNCH_VARIABLES:  # recorded, so that what the call exports is undone
+        monkeypatch.setenv(name, "")
+        monkeypatch.delenv(name)
+    slurm = {
+        "SUBMITIT_EXECUTOR": "slurm", "SLURM_JOB_ID": "4242", "SLURM_STEP_ID": "0", "SLURM_NTASKS": "4", "SLURM_PROCID": "3",
+        "SLURM_LOCALID": "1", "SLURM_NODEID": "1", "SLURM_JOB_NUM_NODES": "2",
+        "SLURM_JOB_NODELIST": "gpu[07-08]",
+    }  # fmt: skip
+    for name, value in slurm.items():
+        monkeypatch.setenv(name, value)
+    world = launched()
+    assert (world.rank, world.size, world.local_rank, world.local_size) == (3, 4, 1, 2)
+    assert os.environ["MASTER_ADDR"] == "gpu07"
+    port = os.environ["MASTER_PORT"]
+    monkeypatch.setenv("SLURM_PROCID", "0")  # another task of the same job
+    for name in LAUNCH_VARIABLES:
+        monkeypatch.delenv(name)
+    assert launched().rank == 0 and os.environ["MASTER_PORT"] == port  # every task agrees
+
+
+@pytest.mark.slow  # a real submitit launch of 2 tasks: `pytest -m slow`
+def test_submitit_tasks_per_node_train_one_job(tmp_path: Path) -> None:
+    compress = str(Path(sys.executable).with_name("compress"))
+    done = subprocess.run(
+        [
+            compress,
+            "-m",
+            "hydra/launcher=submitit_local",
+            "hydra.launcher.tasks_per_node=2",
+            f"paths.outputs={tmp_path}",
+            "runtime.device=cpu",
+            *JOB,
+            "method.amount=0.5",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    runs = mlflow_runs(tmp_path)
+    (job,) = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    assert {r.info.status for r in runs} == {"FINISHED"}
+    assert job.data.params["runtime.world_size"] == "2"
