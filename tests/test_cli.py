@@ -132,6 +132,9 @@ def test_bad_input_exit_code_from_the_shell(tmp_path: Path) -> None:
     assert not (tmp_path / "cache").exists()
 
 
+# Slow: it waits on the clock for training to start (tests/test_distributed.py ends jobs by
+# SIGKILL and SIGTERM deterministically, from inside training, in the default run).
+@pytest.mark.slow
 def test_killed_job_leaves_a_killed_run_and_no_cache(tmp_path: Path) -> None:
     log = tmp_path / "job.log"
     with log.open("w") as out:

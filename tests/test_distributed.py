@@ -99,6 +99,19 @@ def test_a_process_that_dies_fails_the_job_and_its_run(tmp_path: Path) -> None:
     assert [name for name in left if not name.endswith(".lock")] == []
 
 
+def test_sigterm_ends_a_job_killed_with_no_cache_written(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.syspath_prepend(str(REPO_ROOT))
+    dies = ["model._target_=tests.dying_model.DiesInTraining", "+model.signal=SIGTERM"]
+    job = [f"paths.outputs={tmp_path}", *QUICK, "model=custom", *dies, "+model.rank=0"]
+    code, _, err = run_cli(main, [*job, "schedule.train.epochs=50"], capsys)
+    assert (code, err.splitlines()[-1]) == (1, "compress: error: stopped by SIGTERM")
+    (run,) = mlflow_runs(tmp_path)
+    assert run.info.status == "KILLED"
+    assert not list((tmp_path / "cache").rglob("*.pt"))
+
+
 @pytest.fixture
 def two_ranks_on_this_node(monkeypatch: pytest.MonkeyPatch) -> int:
     """The environment of rank 0 of two on this node, as torchrun sets it; how many
@@ -156,9 +169,9 @@ def test_slurm_tasks_make_the_world_torchrun_would(monkeypatch: pytest.MonkeyPat
         monkeypatch.setenv(name, "")
         monkeypatch.delenv(name)
     slurm = {
-        "SUBMITIT_EXECUTOR": "slurm", "SLURM_JOB_ID": "4242", "SLURM_STEP_ID": "0", "SLURM_NTASKS": "4", "SLURM_PROCID": "3",
-        "SLURM_LOCALID": "1", "SLURM_NODEID": "1", "SLURM_JOB_NUM_NODES": "2",
-        "SLURM_JOB_NODELIST": "gpu[07-08]",
+        "SUBMITIT_EXECUTOR": "slurm", "SLURM_JOB_ID": "4242", "SLURM_STEP_ID": "0",
+        "SLURM_NTASKS": "4", "SLURM_PROCID": "3", "SLURM_LOCALID": "1", "SLURM_NODEID": "1",
+        "SLURM_JOB_NUM_NODES": "2", "SLURM_JOB_NODELIST": "gpu[07-08]",
     }  # fmt: skip
     for name, value in slurm.items():
         monkeypatch.setenv(name, value)

@@ -74,10 +74,13 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
 
     from compress.cli.exits import FAILED, OK, fail
+    from compress.distributed import launched
     from compress.errors import CompressError
     from compress.run.pipeline import run
 
     try:
+        if launched().parallel:
+            raise ConfigError("compress-rerun runs on one process; start it without torchrun")
         cfg = fetch_config(args.run_id, args.tracking_uri)
     except CompressError as error:
         fail("compress-rerun", error)
@@ -89,6 +92,7 @@ def main(argv: list[str] | None = None) -> None:
         result = run(cfg, tags={"rerun_of": args.run_id})
     except CompressError as error:
         fail("compress-rerun", error)
+    assert result is not None  # one process: rank 0
     before = open_store(args.tracking_uri).get_run(args.run_id).data.metrics
     same = [k for k, v in result.metrics.items() if not is_timing(k) and before.get(k) == v]
     differ = [k for k, v in result.metrics.items() if not is_timing(k) and before.get(k) != v]

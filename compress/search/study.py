@@ -108,6 +108,7 @@ def _trial(
     try:
         try:
             result = run(job, tags=tags)
+            assert result is not None  # one process: compress-search refuses several
             metrics, run_id = result.metrics, result.run_id or ""
         except AlreadyFinished as done:  # tracking.resume: an identical job already ran
             metrics, run_id = done.metrics, done.run_id
