@@ -16,11 +16,20 @@ from compress.cli.main import main
 from compress.data import Shard, load_dataset
 from compress.distributed import launched
 from compress.train.loop import accuracy
-from tests.support import QUICK, REPO_ROOT, assert_refused_before_training, mlflow_runs, run_cli
+from tests.support import (
+    QUICK,
+    REPO_ROOT,
+    assert_refused_before_training,
+    compose_config,
+    mlflow_runs,
+    run_cli,
+)
 
 TORCHRUN = str(Path(sys.executable).with_name("torchrun"))
 #: A small job on the digits: an MLP (no BatchNorm, so sync_bn has nothing to swap).
 JOB = [*QUICK, "model=mlp", "schedule.train.epochs=4", "runtime.sync_bn=true"]
+#: Enough training to tell processes that drift apart.
+FEW_EPOCHS = ["schedule.train.epochs=1", "schedule.finetune.epochs=1"]
 #: What torchrun and submitit export: cleared for the tests that set their own.
 LAUNCH_VARIABLES = (
     "RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT",
@@ -110,6 +119,40 @@ def test_sigterm_ends_a_job_killed_with_no_cache_written(
     (run,) = mlflow_runs(tmp_path)
     assert run.info.status == "KILLED"
     assert not list((tmp_path / "cache").rglob("*.pt"))
+
+
+def _job_as_rank(rank: int, cfg: dict, port: int) -> None:
+    """Process `rank` of two (forked from the test: no second start-up), running `cfg`."""
+    from compress.distributed import leave
+    from compress.run.pipeline import run
+
+    world = {"RANK": rank, "WORLD_SIZE": 2, "LOCAL_RANK": rank, "LOCAL_WORLD_SIZE": 2}
+    os.environ.update({k: str(v) for k, v in world.items()})
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    try:
+        run(cfg)
+    finally:
+        leave()
+
+
+def test_distillation_adapters_train_alike_on_two_processes(tmp_path: Path) -> None:
+    """FitNets' hint adapters (a thinner student's) are the objective's, not the model's:
+    DDP does not average their gradients, the job does; else the check after training
+    fails the job, naming them."""
+    import socket
+
+    import torch._dynamo  # DDP imports it: once here, not in each process
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    thin = ["method=student", "~method.model", "+method.model={name:small_cnn,channels:[8,16,32]}"]
+    job = [*QUICK, *FEW_EPOCHS, *thin, "distill=fitnets", "runtime.device=cpu"]
+    cfg = compose_config(tmp_path, *job, "runtime.threads=1", "tracking.enabled=false")
+    torch.multiprocessing.start_processes(
+        _job_as_rank, args=(cfg, port), nprocs=2, start_method="fork"
+    )  # raises what a process raised
+    assert load_artifact(tmp_path / "run" / "model.pt") is not None  # rank 0 saved it
 
 
 @pytest.fixture

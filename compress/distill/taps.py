@@ -8,6 +8,7 @@ from collections.abc import Iterator, Sequence
 
 import torch
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 
 from compress.distill.config import LOGITS
 from compress.errors import ConfigError
@@ -30,7 +31,10 @@ def resolve(model: nn.Module, pattern: str, role: str) -> str:
 @contextlib.contextmanager
 def recording(model: nn.Module, paths: Sequence[str]) -> Iterator[dict[str, torch.Tensor]]:
     """Within the block, every forward of `model` stores the outputs of `paths` (module
-    paths; `logits` is left to the caller) in the yielded dict."""
+    paths; `logits` is left to the caller) in the yielded dict. The paths of a model
+    trained data-parallel are those of the module DistributedDataParallel wraps."""
+    if isinstance(model, DistributedDataParallel):
+        model = model.module
     outputs: dict[str, torch.Tensor] = {}
     handles = []
     for path in dict.fromkeys(paths):
