@@ -113,6 +113,11 @@ def _export_scheduler_tasks() -> None:
         TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
 
 
+def backend(device: torch.device) -> str:
+    """The backend collectives on `device`'s tensors go through."""
+    return "nccl" if device.type == "cuda" else "gloo"
+
+
 def join(world: World | None = None) -> World:
     """Connect this process to the others of its world (once); a single process connects
     nothing. Returns the world."""

@@ -106,7 +106,7 @@ def run(cfg: Mapping[str, Any], *, tags: Mapping[str, str] | None = None) -> Res
         if not world.main:
             return None
         if world.parallel:
-            tracker.distributed(world, checked)
+            tracker.distributed(world, device, checked)
         artifact = plan.run_dir / "model.pt"
         artifact_bytes = save(compressed, artifact, plan, data, stage)
 

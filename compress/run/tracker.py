@@ -19,14 +19,13 @@ from types import TracebackType
 from typing import Any
 
 import torch
-import torch.distributed as dist
 import yaml
 from torch import nn
 
 from compress.analysis import AnalysisResult
 from compress.config import from_mapping
 from compress.data import DataBundle
-from compress.distributed import World
+from compress.distributed import World, backend
 from compress.errors import AlreadyFinished, CompressError
 from compress.run.baseline import Baseline
 from compress.run.plan import Plan
@@ -104,14 +103,13 @@ class Tracker:
                 }
             )
 
-    def distributed(self, world: World, checked: Mapping[str, int]) -> None:
-        """How the job was spread: its backend, and which tensors were found alike on every
-        process before the compressed model was saved (`distributed.alike`)."""
+    def distributed(self, world: World, device: torch.device, checked: Mapping[str, int]) -> None:
+        """How the job was spread: the backend its tensors went through (NCCL on GPUs, gloo
+        on CPUs), and which tensors were found alike on every process before the compressed
+        model was saved (`distributed.alike`)."""
         groups = ", ".join(f"{group} {count}" for group, count in checked.items())
         alike = f"{sum(checked.values())} tensors identical on {world.size} processes ({groups})"
-        self._run.set_tags(
-            {"distributed.backend": str(dist.get_backend()), "distributed.alike": alike}
-        )
+        self._run.set_tags({"distributed.backend": backend(device), "distributed.alike": alike})
 
     def analysed(self, result: AnalysisResult) -> None:
         for path in result.files:
