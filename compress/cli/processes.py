@@ -16,34 +16,44 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from types import FrameType
-from typing import TYPE_CHECKING
 
 from compress.cli.config_dir import STARTED_ENV
 from compress.errors import Terminated
 
-if TYPE_CHECKING:
-    from compress.distributed import World
-
 
 @contextmanager
-def job_processes() -> Iterator[World]:
+def job_processes() -> Iterator[None]:
     """For one call of an entry point: this process's world connected (when started as one
     of several), the job's start time fixed for `${started:...}` (rank 0's, on every
     process), and SIGTERM raising `Terminated`."""
-    from compress.distributed import join, launched, leave
+    started = datetime.now().isoformat()
+    world = None
+    if _maybe_several():  # else torch is not imported: `--help` and Hydra's refusals stay quick
+        from compress.distributed import join, launched
 
-    world = join(launched())
+        world = join(launched())
+        started = world.broadcast(started)
     before = os.environ.get(STARTED_ENV)
-    os.environ[STARTED_ENV] = world.broadcast(datetime.now().isoformat())
+    os.environ[STARTED_ENV] = started
     try:
         with terminated_as_error():
-            yield world
+            yield
     finally:
         if before is None:
             os.environ.pop(STARTED_ENV, None)
         else:
             os.environ[STARTED_ENV] = before
-        leave()
+        if world is not None:
+            from compress.distributed import leave
+
+            leave()
+
+
+def _maybe_several() -> bool:
+    """Whether the environment may say this process is one of several (torchrun's
+    variables, or a submitit job's, which `compress.distributed.launched` reads)."""
+    env = os.environ
+    return env.get("WORLD_SIZE", "1") != "1" or env.get("SUBMITIT_EXECUTOR") in ("slurm", "local")
 
 
 @contextmanager
