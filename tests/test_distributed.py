@@ -207,6 +207,30 @@ def test_shards_of_each_batch_make_the_batches_of_one_process(streamed: bool) ->
     assert [len(list(loader)) for loader in four] == [2, 2, 2, 2]
 
 
+def test_sync_batch_norm_stands_in_while_training_and_hands_back_what_it_learned() -> None:
+    from compress.distributed.replicas import from_sync_batch_norm, to_sync_batch_norm
+    from compress.models import build_model
+
+    model = build_model({"name": "small_cnn"}, (1, 8, 8), 10)
+    before = {name: id(p) for name, p in model.named_parameters()}
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    swapped = to_sync_batch_norm(model)
+    assert len(swapped) == 3
+    assert all(isinstance(model.get_submodule(path), torch.nn.SyncBatchNorm) for path in swapped)
+    assert {name: id(p) for name, p in model.named_parameters()} == before
+    # One process with no group: SyncBatchNorm normalises as BatchNorm does (on any device).
+    model(torch.randn(16, 1, 8, 8)).sum().backward()
+    optimizer.step()
+    stats = {k: v.clone() for k, v in model.state_dict().items()}
+    from_sync_batch_norm(model, swapped)
+    assert {type(model.get_submodule(path)) for path in swapped} == {torch.nn.BatchNorm2d}
+    assert {name: id(p) for name, p in model.named_parameters()} == before
+    after = model.state_dict()
+    assert after.keys() == stats.keys()
+    assert all(torch.equal(after[k], stats[k]) for k in stats)
+    assert int(after["features.0.1.num_batches_tracked"]) == 1
+
+
 def test_slurm_tasks_make_the_world_torchrun_would(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in LAUNCH_VARIABLES:  # recorded, so that what the call exports is undone
         monkeypatch.setenv(name, "")

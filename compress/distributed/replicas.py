@@ -37,7 +37,7 @@ class Replicas:
         self, model: nn.Module, world: World, sync_bn: bool, extra: Iterable[nn.Parameter] = ()
     ) -> None:
         self.model, self.world, self.extra = model, world, list(extra)
-        self._originals = _to_sync_batch_norm(model) if sync_bn else {}
+        self._originals = to_sync_batch_norm(model) if sync_bn else {}
         self.step_model = self.wrap()
 
     def wrap(self) -> nn.Module:
@@ -58,15 +58,16 @@ class Replicas:
     def finish(self, label: str) -> dict[str, int]:
         """Back to plain BatchNorm, rank 0's running statistics on every process, and the
         weights checked alike; how many tensors were compared."""
-        _from_sync_batch_norm(self.model, self._originals)
+        from_sync_batch_norm(self.model, self._originals)
         adopt_main_buffers(self.model, self.world)
         state = {"model": self.model.state_dict(), "objective": dict(enumerate(self.extra))}
         return check_alike(self.world, state, f"{label}: after training")
 
 
-def _to_sync_batch_norm(model: nn.Module) -> dict[str, type[_BatchNorm]]:
-    """Swap each BatchNorm for a SyncBatchNorm holding the same parameters and statistics;
-    the swapped layers' paths and types."""
+def to_sync_batch_norm(model: nn.Module) -> dict[str, type[_BatchNorm]]:
+    """Swap each BatchNorm for a SyncBatchNorm holding the very same parameters and
+    statistics (an optimizer built before still steps them); the swapped layers' paths and
+    types, for `from_sync_batch_norm`."""
     swapped = {}
     for path in batch_norms(model):
         module = model.get_submodule(path)
@@ -80,7 +81,9 @@ def _to_sync_batch_norm(model: nn.Module) -> dict[str, type[_BatchNorm]]:
     return swapped
 
 
-def _from_sync_batch_norm(model: nn.Module, originals: dict[str, type[_BatchNorm]]) -> None:
+def from_sync_batch_norm(model: nn.Module, originals: dict[str, type[_BatchNorm]]) -> None:
+    """The layers `to_sync_batch_norm` swapped, plain BatchNorm again, holding what the
+    SyncBatchNorm layers hold now (parameters replaced by channel removal included)."""
     for path, kind in originals.items():
         sync = model.get_submodule(path)
         plain = kind(

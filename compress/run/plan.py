@@ -6,6 +6,7 @@ import dataclasses
 import difflib
 import hashlib
 import json
+import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +26,8 @@ from compress.methods import MethodConfig, parse_method
 from compress.schedules import ScheduleConfig, parse_schedule
 from compress.tracking.config import TrackingConfig
 from compress.train.recipe import RuntimeConfig, TrainRecipe
+
+log = logging.getLogger(__name__)
 
 #: The top-level keys of a job's config: the sections conf/config.yaml composes, and
 #: `study`, what an experiment recipe records of its paper (experiments/results.py reads it).
@@ -165,6 +168,8 @@ class Plan:
         here = f"this node runs {world.local_size} of the job's {world.size} processes"
         if name == "auto":
             name = "cuda" if gpus >= world.local_size else "cpu"
+            if 0 < gpus < world.local_size:
+                log.warning("runtime.device=auto: %s and %d GPU(s): on the CPU", here, gpus)
         require(
             name in ("cpu", "cuda"),
             f"runtime.device={name}: {here}; they take cuda (each its local rank's GPU) or cpu",
