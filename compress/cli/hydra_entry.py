@@ -17,12 +17,11 @@ from __future__ import annotations
 import difflib
 import os
 import traceback
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from compress.cli.exits import usage_error
-from compress.cli.processes import job_processes
+from compress.cli.processes import environment, job_processes
 from compress.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -51,7 +50,7 @@ def _refusing(command: str, app: Callable[[], Any]) -> Any:
     if os.environ.get(FULL_ERROR) == "1":
         return app()
     _started = False
-    with _full_errors():
+    with environment(FULL_ERROR, "1"):  # Hydra raises its errors to us (read as one reaches it)
         try:
             return app()
         except Exception as error:
@@ -173,17 +172,3 @@ def _did_you_mean(name: str, choices: list[str]) -> str:
 def _raised_in(error: BaseException, function: str) -> bool:
     frames = traceback.extract_tb(error.__traceback__)
     return bool(frames) and frames[-1].name == function
-
-
-@contextmanager
-def _full_errors() -> Iterator[None]:
-    """HYDRA_FULL_ERROR=1 for the call (Hydra reads it when an error reaches it)."""
-    before = os.environ.get(FULL_ERROR)
-    os.environ[FULL_ERROR] = "1"
-    try:
-        yield
-    finally:
-        if before is None:
-            os.environ.pop(FULL_ERROR, None)
-        else:
-            os.environ[FULL_ERROR] = before

@@ -33,20 +33,28 @@ def job_processes() -> Iterator[None]:
 
         world = join(launched())
         started = world.broadcast(started)
-    before = os.environ.get(STARTED_ENV)
-    os.environ[STARTED_ENV] = started
     try:
-        with terminated_as_error():
+        with environment(STARTED_ENV, started), terminated_as_error():
             yield
     finally:
-        if before is None:
-            os.environ.pop(STARTED_ENV, None)
-        else:
-            os.environ[STARTED_ENV] = before
         if world is not None:
             from compress.distributed import leave
 
             leave()
+
+
+@contextmanager
+def environment(name: str, value: str) -> Iterator[None]:
+    """The environment variable `name` set to `value` for the block, as it was after."""
+    before = os.environ.get(name)
+    os.environ[name] = value
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = before
 
 
 def _maybe_several() -> bool:
