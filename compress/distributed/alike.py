@@ -29,12 +29,13 @@ class RanksDisagree(JobFailedError):
 def digest(value: Any) -> str:
     """A hash of `value`'s exact content (a tensor's dtype, shape and bytes)."""
     hasher = hashlib.sha256()
-    if isinstance(value, torch.Tensor) and value.layout == torch.strided and not value.is_quantized:
+    plain = type(value) in (torch.Tensor, nn.Parameter)
+    if plain and value.layout == torch.strided and not value.is_quantized:
         tensor = value.detach().cpu().contiguous()
         hasher.update(f"{tensor.dtype}{tuple(tensor.shape)}".encode())
         if tensor.numel():
             hasher.update(tensor.view(-1).view(torch.uint8).numpy().tobytes())
-    else:  # quantized or sparse tensors, packed int8 parameters: as torch saves them
+    else:  # quantized, sparse or subclass (torchao) tensors, packed int8 weights: as saved
         buffer = io.BytesIO()
         torch.save(value.cpu() if isinstance(value, torch.Tensor) else value, buffer)
         hasher.update(buffer.getvalue())
