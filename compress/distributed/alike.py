@@ -55,10 +55,8 @@ def check_alike(world: World, groups: Mapping[str, Mapping[str, Any]], what: str
     }
     everyone = world.gather(mine)
     reference = everyone[0]
-    differ = sorted(
-        {name for held in everyone for name in held.keys() | reference.keys()}
-        - {name for name, value in reference.items() if all(h.get(name) == value for h in everyone)}
-    )
+    names = set().union(*everyone)
+    differ = sorted(name for name in names if len({held.get(name) for held in everyone}) > 1)
     if differ:
         ranks = [rank for rank, held in enumerate(everyone) if held != reference]
         shown = ", ".join(differ[:6]) + (f" and {len(differ) - 6} more" if len(differ) > 6 else "")

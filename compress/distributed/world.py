@@ -4,10 +4,10 @@ A job runs on one process, or data-parallel on several started by `torchrun` (wh
 exports RANK, WORLD_SIZE, LOCAL_RANK, LOCAL_WORLD_SIZE, MASTER_ADDR and MASTER_PORT; on
 SLURM without submitit, `srun torchrun ...` per node) or as the tasks of one submitit job
 (Hydra's SLURM launcher with `tasks_per_node`), whose SLURM variables submitit's own
-helper turns into torchrun's. `launched`
-reads that from the environment without connecting anything; `join` connects the process
-group (gloo for CPU tensors, NCCL for CUDA tensors); `current` is the world of the
-connected group (one process when none is).
+helper turns into torchrun's. `launched` reads that from the environment without
+connecting anything; `join` connects the process group (gloo for CPU tensors, NCCL for
+CUDA tensors: `backend`); `current` is the world of the connected group (one process when
+none is).
 """
 
 from __future__ import annotations
@@ -123,11 +123,12 @@ def join(world: World | None = None) -> World:
     nothing. Returns the world."""
     world = world or launched()
     if world.parallel and not dist.is_initialized():
-        backend = "cpu:gloo,cuda:nccl" if torch.cuda.is_available() else "gloo"
+        kinds = ("cpu", "cuda") if torch.cuda.is_available() else ("cpu",)
+        backends = ",".join(f"{kind}:{backend(torch.device(kind))}" for kind in kinds)
         dist.init_process_group(
-            backend=backend, rank=world.rank, world_size=world.size, timeout=TIMEOUT
+            backend=backends, rank=world.rank, world_size=world.size, timeout=TIMEOUT
         )
-        log.info("rank %d of %d joined (%s)", world.rank, world.size, backend)
+        log.info("rank %d of %d joined (%s)", world.rank, world.size, backends)
     return world
 
 
